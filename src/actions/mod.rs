@@ -1,0 +1,39 @@
+//! Actions: each a module with the steps the design lays down, talking to
+//! Juju only through `HookTools` and to the host only through `Paths`.
+
+pub mod params;
+pub mod snapshot;
+
+use crate::error::Error;
+use crate::juju::{HookTools, JujuEnv, Results};
+use crate::paths::Paths;
+
+pub struct ActionContext<'a> {
+    pub tools: &'a dyn HookTools,
+    pub paths: Paths,
+    pub env: JujuEnv,
+}
+
+impl ActionContext<'_> {
+    /// Progress for `juju run` to stream; best effort, never fails an action.
+    pub fn progress(&self, message: &str) {
+        let _ = self.tools.action_log(message);
+    }
+}
+
+pub const ACTIONS: &[&str] = &["snapshot"];
+
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)
+}
+
+/// Runs one action and returns its results; the caller reports them.
+pub fn run(name: &str, ctx: &ActionContext) -> Result<Results, Error> {
+    match name {
+        "snapshot" => snapshot::run(ctx),
+        other => Err(Error::UnknownAction(other.to_string())),
+    }
+}

@@ -1,0 +1,295 @@
+//! The `snapshot` action: stream a consistent snapshot from the local
+//! member straight into `<target>/etcd-snapshot-<UTC stamp>.tar.gz`, check
+//! the server's size and SHA-256 trailer on the way, and publish the archive
+//! only once it is complete and on disk.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::actions::{params, ActionContext};
+use crate::archive::naming::{is_snapshot_name, snapshot_name};
+use crate::archive::{ArchiveWriter, HashingWriter, Manifest, DB_ENTRY, MANIFEST_ENTRY};
+use crate::error::Error;
+use crate::etcd::snapshot::{self as stream, hex, SnapshotSink, StreamError};
+use crate::etcd::{id_hex, EtcdConfig, LocalMember};
+use crate::fsutil::{self, human_size, PartFile};
+use crate::juju::Results;
+use crate::lock::ActionLock;
+use crate::timefmt::UtcTime;
+
+pub const DEFAULT_TARGET: &str = "/home/ubuntu/etcd-snapshots";
+const WRITE_BUFFER: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("the target {0} exists and is not a directory; choose a directory for target")]
+    TargetNotDir(PathBuf),
+    #[error("cannot create the target directory {path}: {reason}; choose a writable target")]
+    TargetCreate { path: PathBuf, reason: String },
+    #[error("cannot write in the target directory {path}: {reason}; choose a writable target")]
+    TargetWrite { path: PathBuf, reason: String },
+    #[error("{0} already exists and is never overwritten; run the action again a second later")]
+    Exists(PathBuf),
+    #[error("the snapshot from etcd at {url} failed: {source}; no archive was kept")]
+    Stream { url: String, source: StreamError },
+    #[error("cannot finish writing {path}: {reason}; no archive was kept")]
+    Finish { path: PathBuf, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotParams {
+    pub target: PathBuf,
+    pub keep: u64,
+    pub compression_level: u32,
+    pub stall_timeout: Duration,
+}
+
+impl SnapshotParams {
+    pub fn from_map(p: &serde_json::Map<String, serde_json::Value>) -> Result<Self, Error> {
+        Ok(SnapshotParams {
+            target: PathBuf::from(params::string(p, "target", DEFAULT_TARGET)?),
+            keep: params::integer(p, "keep", 0, 0..=100_000)?,
+            compression_level: params::integer(p, "compression-level", 6, 1..=9)? as u32,
+            stall_timeout: Duration::from_secs(params::integer(
+                p,
+                "stall-timeout",
+                60,
+                1..=86_400,
+            )?),
+        })
+    }
+}
+
+/// Feeds the verified stream into the archive's `db` entry.
+struct DbEntry<'a, W: Write> {
+    archive: &'a mut ArchiveWriter<W>,
+    mtime: u64,
+}
+
+impl<W: Write> SnapshotSink for DbEntry<'_, W> {
+    fn begin(&mut self, total: u64) -> std::io::Result<()> {
+        self.archive.begin_entry(DB_ENTRY, total, self.mtime)
+    }
+
+    fn data(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.archive.write_data(chunk)
+    }
+}
+
+fn prepare_target(dir: &Path) -> Result<(), SnapshotError> {
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(SnapshotError::TargetNotDir(dir.to_path_buf())),
+        Err(_) => fsutil::create_private_dir(dir).map_err(|e| {
+            // A path through a file reads as "not a directory" too.
+            if e.raw_os_error() == Some(20) {
+                SnapshotError::TargetNotDir(dir.to_path_buf())
+            } else {
+                SnapshotError::TargetCreate {
+                    path: dir.to_path_buf(),
+                    reason: e.to_string(),
+                }
+            }
+        }),
+    }
+}
+
+/// Removes all but the `keep` newest archives this charm named; other files
+/// are never touched. Returns the removed paths.
+pub fn prune(dir: &Path, keep: u64) -> std::io::Result<Vec<PathBuf>> {
+    if keep == 0 {
+        return Ok(Vec::new());
+    }
+    let mut names: Vec<String> = fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| is_snapshot_name(n))
+        .collect();
+    // The UTC stamp sorts by time.
+    names.sort_unstable_by(|a, b| b.cmp(a));
+    let mut removed = Vec::new();
+    for name in names.into_iter().skip(keep as usize) {
+        let path = dir.join(name);
+        fs::remove_file(&path)?;
+        removed.push(path);
+    }
+    if !removed.is_empty() {
+        fsutil::sync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
+pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
+    let p = SnapshotParams::from_map(&ctx.tools.action_params()?)?;
+    let _lock = ActionLock::acquire(&ctx.paths.state_dir(), "snapshot")?;
+    let conf = EtcdConfig::load(ctx.paths.conf())?;
+    let endpoint = conf.client_endpoint(ctx.paths.conf())?;
+    crate::actions::runtime()?.block_on(take(ctx, &p, &conf, &endpoint))
+}
+
+async fn take(
+    ctx: &ActionContext<'_>,
+    p: &SnapshotParams,
+    conf: &EtcdConfig,
+    endpoint: &crate::etcd::config::ClientEndpoint,
+) -> Result<Results, Error> {
+    // Everything that can fail without touching the disk goes first.
+    let member = LocalMember::connect(endpoint).await?;
+    let status = member.status().await?;
+    let members = member.members().await?;
+    let member_name = members
+        .iter()
+        .find(|m| m.id == status.member_id)
+        .map(|m| m.name.clone())
+        .or_else(|| conf.name.clone())
+        .unwrap_or_default();
+
+    prepare_target(&p.target)?;
+    let now = UtcTime::now();
+    let name = snapshot_name(&now.stamp());
+    let final_path = p.target.join(&name);
+    if final_path.symlink_metadata().is_ok() {
+        return Err(SnapshotError::Exists(final_path).into());
+    }
+    let part_path = p.target.join(format!("{name}.part"));
+    let file = fsutil::create_private_file(&part_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            SnapshotError::Exists(part_path.clone())
+        } else {
+            SnapshotError::TargetWrite {
+                path: p.target.clone(),
+                reason: e.to_string(),
+            }
+        }
+    })?;
+    let part = PartFile::new(part_path);
+
+    ctx.progress(&format!(
+        "streaming a snapshot of {} (etcd {}, revision {}, db {}) from {} into {}",
+        if member_name.is_empty() {
+            "the local member"
+        } else {
+            &member_name
+        },
+        status.version,
+        status.revision,
+        human_size(status.db_size.max(0) as u64),
+        member.url(),
+        final_path.display()
+    ));
+    let started = Instant::now();
+    let out = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file));
+    let mut archive = ArchiveWriter::new(out, p.compression_level);
+    let stream_err = |source| SnapshotError::Stream {
+        url: member.url().to_string(),
+        source,
+    };
+
+    let snap = member.snapshot().await?;
+    let mut next_report = 25;
+    let mut progress = |got: u64, total: u64| {
+        let pct = got.saturating_mul(100) / total.max(1);
+        if pct >= next_report && pct < 100 {
+            ctx.progress(&format!(
+                "{pct}% streamed ({} of {})",
+                human_size(got),
+                human_size(total)
+            ));
+            while next_report <= pct {
+                next_report += 25;
+            }
+        }
+    };
+    let mut sink = DbEntry {
+        archive: &mut archive,
+        mtime: now.unix,
+    };
+    let verified = stream::receive(snap, &mut sink, p.stall_timeout, &mut progress)
+        .await
+        .map_err(stream_err)?;
+
+    let manifest = Manifest {
+        format: crate::archive::manifest::FORMAT,
+        etcd_version: status.version.clone(),
+        revision: status.revision,
+        db_size: verified.db_size,
+        db_sha256: hex(&verified.db_sha256),
+        cluster_id: id_hex(status.cluster_id),
+        member_id: id_hex(status.member_id),
+        member_name,
+        member_count: members.len(),
+        unit: ctx.env.unit_name.clone(),
+        created_at: now.rfc3339(),
+        created_by: format!("etcd-charm {}", env!("CARGO_PKG_VERSION")),
+    };
+    let finish_err = |e: std::io::Error| SnapshotError::Finish {
+        path: part.path().to_path_buf(),
+        reason: e.to_string(),
+    };
+    archive.end_entry().map_err(finish_err)?;
+    archive
+        .add_file(MANIFEST_ENTRY, &manifest.to_json(), now.unix)
+        .map_err(finish_err)?;
+    let (buffered, sha, bytes) = archive.finish().map_err(finish_err)?.into_parts();
+    let file: File = buffered
+        .into_inner()
+        .map_err(|e| finish_err(e.into_error()))?;
+    file.sync_all().map_err(finish_err)?;
+    drop(file);
+    fsutil::publish_no_replace(part.path(), &final_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            SnapshotError::Exists(final_path.clone())
+        } else {
+            finish_err(e)
+        }
+    })?;
+    part.keep();
+    fsutil::sync_dir(&p.target).map_err(|e| SnapshotError::Finish {
+        path: final_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    ctx.progress(&format!(
+        "wrote {} ({}) in {secs:.1} s",
+        final_path.display(),
+        human_size(bytes)
+    ));
+
+    let mut r = Results::new();
+    match prune(&p.target, p.keep) {
+        Ok(removed) => {
+            for path in &removed {
+                ctx.progress(&format!("removed old snapshot {}", path.display()));
+            }
+            r.set("retention.removed", removed.len().to_string())?;
+        }
+        // The snapshot itself is good; say what retention could not do.
+        Err(e) => {
+            let msg = format!(
+                "could not remove old snapshots in {}: {e}",
+                p.target.display()
+            );
+            ctx.progress(&msg);
+            r.set("retention.error", msg)?;
+        }
+    }
+    let path = final_path.display().to_string();
+    r.set("snapshot.path", path.clone())?;
+    r.set("snapshot.size", human_size(bytes))?;
+    r.set("snapshot.bytes", bytes.to_string())?;
+    r.set("snapshot.sha256", hex(&sha))?;
+    r.set("snapshot.version", status.version.clone())?;
+    r.set("snapshot.revision", status.revision.to_string())?;
+    r.set("snapshot.cluster-id", id_hex(status.cluster_id))?;
+    r.set("snapshot.member-id", id_hex(status.member_id))?;
+    r.set("snapshot.db-size", verified.db_size.to_string())?;
+    r.set("snapshot.db-sha256", hex(&verified.db_sha256))?;
+    r.set(
+        "copy.cmd",
+        format!("juju scp {}:{path} .", ctx.env.unit_name),
+    )?;
+    Ok(r)
+}

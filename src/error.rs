@@ -1,0 +1,27 @@
+//! The one error type that reaches the edge. Its `Display` is the sentence
+//! the operator reads (`action-fail`, `juju-log`): what, why, what to do.
+
+use crate::etcd::client::EtcdError;
+use crate::etcd::config::ConfigError;
+use crate::juju::JujuError;
+use crate::lock::LockError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Juju(#[from] JujuError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::actions::snapshot::SnapshotError),
+    #[error("invalid action parameter {name}: {reason}")]
+    Param { name: String, reason: String },
+    #[error("this charm has no action named {0:?}")]
+    UnknownAction(String),
+    #[error("cannot start the charm's runtime: {0}")]
+    Runtime(std::io::Error),
+}

@@ -1,0 +1,182 @@
+//! A client for the local member only: one endpoint, never the cluster's
+//! other members, TLS client certificates when the config has them.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+
+use super::config::{ClientEndpoint, ClientTls};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("cannot read the TLS file {path} named in the etcd config: {source}")]
+    TlsFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("etcd at {url} serves TLS but the etcd config names no trusted-ca-file to verify it")]
+    NoCa { url: String },
+    #[error("cannot reach etcd at {url}: {detail}; check that etcd is running on this unit")]
+    Unreachable { url: String, detail: String },
+    #[error("etcd at {url} did not answer {call} within {secs} seconds")]
+    Timeout {
+        url: String,
+        call: &'static str,
+        secs: u64,
+    },
+}
+
+/// A short, human description of an error and its causes, without Rust
+/// debug formatting and without repeating itself.
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let text = match e.downcast_ref::<etcd_client::Error>() {
+            Some(etcd_client::Error::GRpcStatus(s)) => s.message().to_string(),
+            _ => e.to_string(),
+        };
+        let text = text.trim().to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = e.source();
+    }
+    if parts.is_empty() {
+        "unknown error".to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub version: String,
+    pub db_size: i64,
+    pub revision: i64,
+    pub cluster_id: u64,
+    pub member_id: u64,
+    pub leader: u64,
+    pub raft_term: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+pub struct LocalMember {
+    client: Client,
+    url: String,
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, EtcdError> {
+    std::fs::read(path).map_err(|source| EtcdError::TlsFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn tls_options(url: &str, tls: &ClientTls) -> Result<TlsOptions, EtcdError> {
+    let ca = tls.ca_file.as_deref().ok_or_else(|| EtcdError::NoCa {
+        url: url.to_string(),
+    })?;
+    let mut opts = TlsOptions::new().ca_certificate(Certificate::from_pem(read_file(ca)?));
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        opts = opts.identity(Identity::from_pem(read_file(cert)?, read_file(key)?));
+    }
+    Ok(opts)
+}
+
+impl LocalMember {
+    pub async fn connect(endpoint: &ClientEndpoint) -> Result<Self, EtcdError> {
+        let url = endpoint.url.clone();
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(10));
+        if let Some(tls) = &endpoint.tls {
+            opts = opts.with_tls(tls_options(&url, tls)?);
+        }
+        let client = Client::connect([url.as_str()], Some(opts))
+            .await
+            .map_err(|e| EtcdError::Unreachable {
+                url: url.clone(),
+                detail: describe(&e),
+            })?;
+        Ok(LocalMember { client, url })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    async fn call<T, F>(&self, call: &'static str, fut: F) -> Result<T, EtcdError>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(EtcdError::Unreachable {
+                url: self.url.clone(),
+                detail: describe(&e),
+            }),
+            Err(_) => Err(EtcdError::Timeout {
+                url: self.url.clone(),
+                call,
+                secs: CALL_TIMEOUT.as_secs(),
+            }),
+        }
+    }
+
+    pub async fn status(&self) -> Result<MemberStatus, EtcdError> {
+        let mut m = self.client.maintenance_client();
+        let s = self.call("status", m.status()).await?;
+        let (cluster_id, member_id, revision, raft_term) = s
+            .header()
+            .map(|h| (h.cluster_id(), h.member_id(), h.revision(), h.raft_term()))
+            .unwrap_or_default();
+        Ok(MemberStatus {
+            version: s.version().to_string(),
+            db_size: s.db_size(),
+            revision,
+            cluster_id,
+            member_id,
+            leader: s.leader(),
+            raft_term,
+        })
+    }
+
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, EtcdError> {
+        let mut c = self.client.cluster_client();
+        let resp = self.call("member list", c.member_list()).await?;
+        Ok(resp
+            .members()
+            .iter()
+            .map(|m| MemberInfo {
+                id: m.id(),
+                name: m.name().to_string(),
+                peer_urls: m.peer_urls().to_vec(),
+                client_urls: m.client_urls().to_vec(),
+                is_learner: m.is_learner(),
+            })
+            .collect())
+    }
+
+    pub async fn snapshot(&self) -> Result<etcd_client::SnapshotStreaming, EtcdError> {
+        let mut m = self.client.maintenance_client();
+        self.call("snapshot", m.snapshot()).await
+    }
+}

@@ -1,0 +1,112 @@
+//! File-system steps that must be crash-safe and private: 0700 dirs, 0600
+//! files from the moment they exist, fsync of file and dir, and a publish
+//! step that never replaces an existing file.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Creates `dir` and any missing parents with mode 0700. Existing dirs are
+/// left as the operator made them.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Creates a new file with mode 0600; fails if it exists.
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Moves a finished file to its final name without ever replacing an
+/// existing file: a hard link fails if the name is taken, and is atomic.
+pub fn publish_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::hard_link(from, to) {
+        Ok(()) => fs::remove_file(from),
+        // Filesystems without hard links: check, then rename.
+        Err(e) if e.kind() == io::ErrorKind::Unsupported || e.raw_os_error() == Some(1) => {
+            if to.symlink_metadata().is_ok() {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            fs::rename(from, to)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A file being written under a temporary name. Unless `keep` is called,
+/// dropping it removes the file, so a failed or interrupted write never
+/// leaves something that looks like a result.
+#[derive(Debug)]
+pub struct PartFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl PartFile {
+    pub fn new(path: PathBuf) -> Self {
+        PartFile { path, armed: true }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// `du -h` style sizes: 68K, 1.2M, 15G.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
+    if bytes < 1024 {
+        return format!("{bytes}");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 10.0 {
+        let tenths = (value * 10.0).ceil() / 10.0;
+        if tenths < 10.0 {
+            return format!("{tenths:.1}{}", UNITS[unit]);
+        }
+    }
+    format!("{}{}", value.ceil() as u64, UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes_read_like_du() {
+        assert_eq!(human_size(0), "0");
+        assert_eq!(human_size(1000), "1000");
+        assert_eq!(human_size(1024), "1.0K");
+        assert_eq!(human_size(69_632), "68K");
+        assert_eq!(human_size(1_258_291), "1.2M");
+        assert_eq!(human_size(10_239), "10K");
+        assert_eq!(human_size(1_073_741_824), "1.0G");
+        assert_eq!(human_size(16_106_127_360), "15G");
+    }
+}

@@ -1,0 +1,292 @@
+//! Talking to Juju: only through the hook tools on `PATH`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::{Map, Value};
+
+/// Failures of the hook tools themselves (Juju unreachable, bad call).
+#[derive(Debug, thiserror::Error)]
+pub enum JujuError {
+    #[error("cannot run the Juju hook tool {tool}: {source}")]
+    Spawn {
+        tool: String,
+        source: std::io::Error,
+    },
+    #[error("the Juju hook tool {tool} failed: {stderr}")]
+    Failed { tool: String, stderr: String },
+    #[error("the Juju hook tool {tool} returned output the charm cannot read: {detail}")]
+    BadOutput { tool: String, detail: String },
+    #[error("the charm tried to set the result key {0:?}, which Juju rejects")]
+    BadKey(String),
+}
+
+/// Workload status values Juju accepts from `status-set`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Maintenance,
+    Blocked,
+    Waiting,
+    Active,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Maintenance => "maintenance",
+            Status::Blocked => "blocked",
+            Status::Waiting => "waiting",
+            Status::Active => "active",
+        }
+    }
+}
+
+/// Levels accepted by `juju-log -l`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+impl LogLevel {
+    fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warning => "WARNING",
+            LogLevel::Error => "ERROR",
+        }
+    }
+}
+
+/// Action results, kept in key order; keys are checked as Juju checks them
+/// when they are added, so a bad key is a bug caught before any tool runs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Results(BTreeMap<String, String>);
+
+impl Results {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set(&mut self, key: &str, value: impl Into<String>) -> Result<(), JujuError> {
+        if !valid_result_key(key) {
+            return Err(JujuError::BadKey(key.to_string()));
+        }
+        self.0.insert(key.to_string(), value.into());
+        Ok(())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+const RESERVED_KEYS: [&str; 4] = ["stdout", "stdout-encoding", "stderr", "stderr-encoding"];
+
+/// Juju's rule for `action-set` keys: dot-separated parts, each
+/// `^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$`, and the output keys are reserved.
+pub fn valid_result_key(key: &str) -> bool {
+    if RESERVED_KEYS.contains(&key) {
+        return false;
+    }
+    key.split('.').all(|part| {
+        let b = part.as_bytes();
+        let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        match b {
+            [] => false,
+            [only] => inner(only),
+            [first, middle @ .., last] => {
+                inner(first) && inner(last) && middle.iter().all(|c| inner(c) || *c == b'-')
+            }
+        }
+    })
+}
+
+/// Everything the charm asks of Juju. The process implementation runs the
+/// real hook tools; tests put strict fakes of those tools on `PATH`.
+pub trait HookTools {
+    fn action_params(&self) -> Result<Map<String, Value>, JujuError>;
+    fn action_set(&self, results: &Results) -> Result<(), JujuError>;
+    fn action_fail(&self, message: &str) -> Result<(), JujuError>;
+    fn action_log(&self, message: &str) -> Result<(), JujuError>;
+    fn status_set(&self, status: Status, message: &str) -> Result<(), JujuError>;
+    fn log(&self, level: LogLevel, message: &str) -> Result<(), JujuError>;
+    /// The local path of a file resource, or `None` when none was uploaded.
+    fn resource_get(&self, name: &str) -> Result<Option<PathBuf>, JujuError>;
+}
+
+/// The hook tools as Juju provides them, found on `PATH`.
+#[derive(Debug, Default)]
+pub struct ProcessTools;
+
+impl ProcessTools {
+    fn run(&self, tool: &str, args: &[&str]) -> Result<Output, JujuError> {
+        let out = Command::new(tool)
+            .args(args)
+            .output()
+            .map_err(|source| JujuError::Spawn {
+                tool: tool.to_string(),
+                source,
+            })?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(JujuError::Failed {
+                tool: tool.to_string(),
+                stderr: first_line(&out.stderr),
+            })
+        }
+    }
+}
+
+fn first_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    line.trim().to_string()
+}
+
+impl HookTools for ProcessTools {
+    fn action_params(&self) -> Result<Map<String, Value>, JujuError> {
+        let out = self.run("action-get", &["--format=json"])?;
+        match serde_json::from_slice::<Value>(&out.stdout) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(Value::Null) => Ok(Map::new()),
+            Ok(other) => Err(JujuError::BadOutput {
+                tool: "action-get".into(),
+                detail: format!("expected an object, got {other}"),
+            }),
+            Err(e) => Err(JujuError::BadOutput {
+                tool: "action-get".into(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    fn action_set(&self, results: &Results) -> Result<(), JujuError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let args: Vec<String> = results.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run("action-set", &args).map(drop)
+    }
+
+    fn action_fail(&self, message: &str) -> Result<(), JujuError> {
+        self.run("action-fail", &[message]).map(drop)
+    }
+
+    fn action_log(&self, message: &str) -> Result<(), JujuError> {
+        self.run("action-log", &[message]).map(drop)
+    }
+
+    fn status_set(&self, status: Status, message: &str) -> Result<(), JujuError> {
+        self.run("status-set", &[status.as_str(), message])
+            .map(drop)
+    }
+
+    fn log(&self, level: LogLevel, message: &str) -> Result<(), JujuError> {
+        self.run("juju-log", &["-l", level.as_str(), message])
+            .map(drop)
+    }
+
+    fn resource_get(&self, name: &str) -> Result<Option<PathBuf>, JujuError> {
+        let out = match Command::new("resource-get").arg(name).output() {
+            Ok(out) => out,
+            Err(source) => {
+                return Err(JujuError::Spawn {
+                    tool: "resource-get".into(),
+                    source,
+                })
+            }
+        };
+        // Juju fails resource-get when nothing was uploaded; that is an
+        // answer ("no resource"), not a fault of the tool.
+        if !out.status.success() {
+            return Ok(None);
+        }
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if path.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(PathBuf::from(path)))
+        }
+    }
+}
+
+/// What Juju tells the process about itself through the environment.
+#[derive(Debug, Clone, Default)]
+pub struct JujuEnv {
+    pub unit_name: String,
+    pub dispatch_path: Option<String>,
+    pub action_name: Option<String>,
+    pub hook_name: Option<String>,
+}
+
+impl JujuEnv {
+    pub fn from_process() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        JujuEnv {
+            unit_name: var("JUJU_UNIT_NAME").unwrap_or_else(|| "etcd/0".to_string()),
+            dispatch_path: var("JUJU_DISPATCH_PATH"),
+            action_name: var("JUJU_ACTION_NAME"),
+            hook_name: var("JUJU_HOOK_NAME"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_keys_follow_juju_rules() {
+        for good in [
+            "snapshot.path",
+            "copy.cmd",
+            "a",
+            "a-b.c1",
+            "backup.sha256",
+            "x9",
+        ] {
+            assert!(valid_result_key(good), "{good}");
+        }
+        for bad in [
+            "",
+            "Snapshot",
+            "a.",
+            ".a",
+            "a..b",
+            "-a",
+            "a-",
+            "a_b",
+            "stdout",
+            "stderr",
+            "stdout-encoding",
+            "stderr-encoding",
+            "a b",
+            "snapshot.Path",
+        ] {
+            assert!(!valid_result_key(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn results_refuse_bad_keys() {
+        let mut r = Results::new();
+        assert!(r.set("snapshot.db_size", "1").is_err());
+        assert!(r.set("snapshot.db-size", "1").is_ok());
+        assert_eq!(r.get("snapshot.db-size"), Some("1"));
+    }
+}
