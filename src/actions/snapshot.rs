@@ -139,9 +139,20 @@ async fn take(
     // Everything that can fail without touching the disk goes first.
     let member = LocalMember::connect(endpoint).await?;
     let status = member.status().await?;
-    let members = member.members().await?;
+    // The member list needs quorum; a snapshot does not. On the worst day
+    // the cluster may have lost quorum, and the snapshot matters most then.
+    let members = match member.members().await {
+        Ok(m) => Some(m),
+        Err(e) => {
+            ctx.progress(&format!(
+                "member list unavailable ({e}); snapshotting the local member anyway"
+            ));
+            None
+        }
+    };
     let member_name = members
         .iter()
+        .flatten()
         .find(|m| m.id == status.member_id)
         .map(|m| m.name.clone())
         .or_else(|| conf.name.clone())
@@ -220,7 +231,7 @@ async fn take(
         cluster_id: id_hex(status.cluster_id),
         member_id: id_hex(status.member_id),
         member_name,
-        member_count: members.len(),
+        member_count: members.as_ref().map_or(0, Vec::len),
         unit: ctx.env.unit_name.clone(),
         created_at: now.rfc3339(),
         created_by: format!("etcd-charm {}", env!("CARGO_PKG_VERSION")),

@@ -20,6 +20,7 @@ pub struct Manifest {
     pub cluster_id: String,
     pub member_id: String,
     pub member_name: String,
+    /// Members in the cluster's member list; 0 when it could not be read.
     pub member_count: usize,
     pub unit: String,
     pub created_at: String,

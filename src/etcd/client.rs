@@ -10,7 +10,7 @@ use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use super::config::{ClientEndpoint, ClientTls};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {

@@ -1,0 +1,611 @@
+#!/usr/bin/env python3
+"""A strict stand-in for the parts of Juju the charm talks to.
+
+Tests and the demo cannot run a Juju controller, so this plays it: it lays
+out a unit, runs the charm's `dispatch` the way the unit agent does (clean
+environment, charm dir as working dir, hook tools first on PATH), and acts as
+each hook tool with Juju's own rules (key validation, reserved keys, exit
+codes, what resource-get prints). It also plays `systemctl` for the
+snap.etcd.etcd service, running a real etcd with --config-file.
+
+Every tool call is recorded in <unit>/juju/calls.jsonl so a test can assert
+exactly what an operator would see.
+
+Commands (for the test harness and ./charm demo):
+  init-unit UNIT_DIR --unit NAME --charm-dir DIR --etcd-bin DIR --conf PATH --root DIR
+  run-action UNIT_DIR ACTION [key=value ...] [--json] [--timeout SECS]
+  run-hook UNIT_DIR HOOK [--json]
+  resource UNIT_DIR NAME [FILE]   attach a resource (no FILE: detach)
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+KEY_PART = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+RESERVED_KEYS = {"stdout", "stdout-encoding", "stderr", "stderr-encoding"}
+STATUSES = {"maintenance", "blocked", "waiting", "active"}
+LOG_LEVELS = {"TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+SERVICE = "snap.etcd.etcd"
+ACTION_TOOLS = {"action-get", "action-set", "action-fail", "action-log"}
+TOOLS = sorted(ACTION_TOOLS | {"status-set", "juju-log", "resource-get", "systemctl"})
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class ToolError(Exception):
+    """A hook tool refusing a call: message for stderr, and exit code."""
+
+    def __init__(self, message, code=1):
+        super().__init__(message)
+        self.code = code
+
+
+def jpath(unit, *parts):
+    return os.path.join(unit, "juju", *parts)
+
+
+def read_json(path, default):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+
+
+def write_json(path, value):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def append_jsonl(path, value):
+    with open(path, "a") as f:
+        f.write(json.dumps(value, sort_keys=True) + "\n")
+
+
+def unit_info(unit):
+    return read_json(jpath(unit, "unit.json"), None)
+
+
+def action_dir(unit):
+    return jpath(unit, "action")
+
+
+# ---------------------------------------------------------------- hook tools
+
+
+def in_action():
+    if not os.environ.get("JUJU_ACTION_NAME"):
+        raise ToolError("ERROR not running an action")
+
+
+def tool_action_get(unit, args):
+    in_action()
+    fmt, keys = "smart", []
+    it = iter(args)
+    for a in it:
+        if a.startswith("--format="):
+            fmt = a.split("=", 1)[1]
+        elif a == "--format":
+            fmt = next(it, "")
+        elif a.startswith("-"):
+            raise ToolError(f"ERROR option provided but not defined: {a}", 2)
+        else:
+            keys.append(a)
+    if fmt not in ("smart", "json", "yaml"):
+        raise ToolError(f'ERROR invalid value "{fmt}" for option --format', 2)
+    if len(keys) > 1:
+        raise ToolError(f'ERROR unrecognized args: ["{keys[1]}"]', 2)
+    value = read_json(os.path.join(action_dir(unit), "params.json"), {})
+    if keys:
+        for part in keys[0].split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+    if fmt == "json":
+        print(json.dumps(value))
+    elif isinstance(value, str) and fmt == "smart":
+        print(value)
+    elif isinstance(value, bool) and fmt == "smart":
+        print("True" if value else "False")
+    else:
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(value, default_flow_style=False))
+
+
+def tool_action_set(unit, args):
+    in_action()
+    if not args:
+        raise ToolError("ERROR no key=value pairs specified", 2)
+    pairs = []
+    for a in args:
+        if "=" not in a:
+            raise ToolError(f'ERROR argument "{a}" must be of the form key...=value', 2)
+        key, value = a.split("=", 1)
+        for part in key.split("."):
+            if not KEY_PART.match(part):
+                raise ToolError(
+                    f'ERROR key "{key}" must start and end with lowercase alphanumeric, '
+                    "and contain only lowercase alphanumeric, hyphens and periods",
+                    2,
+                )
+        if key in RESERVED_KEYS:
+            raise ToolError(f'ERROR cannot set reserved action key "{key}"', 2)
+        pairs.append((key, value))
+    path = os.path.join(action_dir(unit), "results.json")
+    results = read_json(path, {})
+    for key, value in pairs:
+        results[key] = value
+    write_json(path, results)
+
+
+def tool_action_fail(unit, args):
+    in_action()
+    if len(args) > 1:
+        raise ToolError(f'ERROR unrecognized args: ["{args[1]}"]', 2)
+    message = args[0] if args else "action failed without reason given, check action for errors"
+    write_json(os.path.join(action_dir(unit), "failed.json"), {"message": message})
+
+
+def tool_action_log(unit, args):
+    in_action()
+    if not args:
+        raise ToolError("ERROR no message specified", 2)
+    append_jsonl(
+        os.path.join(action_dir(unit), "logs.jsonl"),
+        {"time": time.time(), "message": " ".join(args)},
+    )
+
+
+def tool_status_set(unit, args):
+    args = [a for a in args if a != "--application"]
+    if not args or args[0] not in STATUSES:
+        given = args[0] if args else ""
+        raise ToolError(f'ERROR invalid status "{given}", expected one of {sorted(STATUSES)}', 2)
+    status = {"status": args[0], "message": " ".join(args[1:])}
+    write_json(jpath(unit, "status.json"), status)
+    append_jsonl(jpath(unit, "status-history.jsonl"), status)
+
+
+def tool_juju_log(unit, args):
+    level, rest, it = "INFO", [], iter(args)
+    for a in it:
+        if a in ("-l", "--log-level"):
+            level = next(it, "")
+        elif a == "--debug":
+            level = "DEBUG"
+        else:
+            rest.append(a)
+    if level.upper() not in LOG_LEVELS:
+        raise ToolError(f'ERROR invalid log level "{level}"', 2)
+    if not rest:
+        raise ToolError("ERROR no message specified", 2)
+    append_jsonl(jpath(unit, "log.jsonl"), {"level": level.upper(), "message": " ".join(rest)})
+
+
+def tool_resource_get(unit, args):
+    if len(args) != 1:
+        raise ToolError("ERROR usage: resource-get <resource name>", 2)
+    info = unit_info(unit)
+    import yaml
+
+    with open(os.path.join(info["charm_dir"], "metadata.yaml")) as f:
+        declared = (yaml.safe_load(f) or {}).get("resources") or {}
+    name = args[0]
+    if name not in declared:
+        raise ToolError(f'ERROR could not download resource: resource "{name}" not found')
+    path = jpath(unit, "resources", name, declared[name].get("filename", name))
+    if not os.path.isfile(path):
+        raise ToolError(
+            "ERROR could not download resource: HTTP request failed: "
+            f"Get https://controller/units/{info['unit'].replace('/', '-')}/resources/{name}: "
+            "resource#{}/{} not found".format(info["unit"].split("/")[0], name)
+        )
+    sys.stdout.write(path)
+
+
+# --------------------------------------------------------------- systemctl
+
+
+def svc(unit, *parts):
+    return os.path.join(unit, "svc", *parts)
+
+
+def etcd_pid(unit):
+    try:
+        with open(svc(unit, "etcd.pid")) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return pid if state not in ("Z", "X") else None
+    except (FileNotFoundError, ValueError, ProcessLookupError, IndexError):
+        return None
+
+
+def start_etcd(unit):
+    if etcd_pid(unit):
+        return
+    if os.path.exists(svc(unit, "refuse-start")):
+        raise ToolError(
+            f"Job for {SERVICE}.service failed because the control process exited with error code."
+        )
+    info = unit_info(unit)
+    log = open(svc(unit, "etcd.log"), "ab")
+    proc = subprocess.Popen(
+        [os.path.join(info["etcd_bin"], "etcd"), "--config-file", info["conf"]],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        cwd=svc(unit),
+    )
+    with open(svc(unit, "etcd.pid"), "w") as f:
+        f.write(str(proc.pid))
+    append_jsonl(svc(unit, "events.jsonl"), {"event": "start", "pid": proc.pid, "time": time.time()})
+
+
+def stop_etcd(unit):
+    pid = etcd_pid(unit)
+    if not pid:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 15
+    while etcd_pid(unit) and time.time() < deadline:
+        time.sleep(0.05)
+    if etcd_pid(unit):
+        os.kill(pid, signal.SIGKILL)
+        while etcd_pid(unit) and time.time() < deadline + 5:
+            time.sleep(0.05)
+    append_jsonl(svc(unit, "events.jsonl"), {"event": "stop", "pid": pid, "time": time.time()})
+
+
+def tool_systemctl(unit, args):
+    quiet = "--quiet" in args or "-q" in args
+    args = [a for a in args if not a.startswith("-")]
+    if len(args) < 2:
+        raise ToolError("Too few arguments.", 1)
+    verb, name = args[0], args[1]
+    if name.removesuffix(".service") != SERVICE:
+        raise ToolError(f"Failed to {verb} {name}: Unit {name} not found.", 5)
+    if verb == "start":
+        start_etcd(unit)
+    elif verb == "stop":
+        stop_etcd(unit)
+    elif verb == "restart":
+        stop_etcd(unit)
+        start_etcd(unit)
+    elif verb == "is-active":
+        active = etcd_pid(unit) is not None
+        if not quiet:
+            print("active" if active else "inactive")
+        if not active:
+            raise ToolError("", 3)
+    elif verb in ("enable", "disable", "daemon-reload"):
+        pass
+    else:
+        raise ToolError(f'Unknown command verb {verb}.', 1)
+
+
+TOOL_FUNCS = {
+    "action-get": tool_action_get,
+    "action-set": tool_action_set,
+    "action-fail": tool_action_fail,
+    "action-log": tool_action_log,
+    "status-set": tool_status_set,
+    "juju-log": tool_juju_log,
+    "resource-get": tool_resource_get,
+    "systemctl": tool_systemctl,
+}
+
+
+def run_tool(name, unit, args):
+    append_jsonl(
+        jpath(unit, "calls.jsonl"),
+        {"tool": name, "args": args, "action": os.environ.get("JUJU_ACTION_NAME", "")},
+    )
+    try:
+        TOOL_FUNCS[name](unit, args)
+    except ToolError as e:
+        if str(e):
+            print(str(e), file=sys.stderr)
+        return e.code
+    return 0
+
+
+# ------------------------------------------------------------ the "agent"
+
+
+def init_unit(argv):
+    unit = os.path.abspath(argv[0])
+    opts = dict(zip(argv[1::2], argv[2::2]))
+    for d in ("bin", "juju", "juju/resources", "svc"):
+        os.makedirs(os.path.join(unit, d), exist_ok=True)
+    info = {
+        "unit": opts["--unit"],
+        "charm_dir": os.path.abspath(opts["--charm-dir"]),
+        "etcd_bin": os.path.abspath(opts["--etcd-bin"]),
+        "conf": os.path.abspath(opts["--conf"]),
+        "root": os.path.abspath(opts["--root"]),
+        "next_id": 1,
+    }
+    write_json(jpath(unit, "unit.json"), info)
+    me = os.path.abspath(__file__)
+    for tool in TOOLS:
+        path = os.path.join(unit, "bin", tool)
+        with open(path, "w") as f:
+            f.write(f"#!/bin/sh\nexec '{sys.executable}' '{me}' tool {tool} '{unit}' \"$@\"\n")
+        os.chmod(path, 0o755)
+    return 0
+
+
+def schema_check(spec, params):
+    """Juju turns each action's params into a JSON schema with
+    additionalProperties false; check the same things."""
+    props = spec.get("params") or {}
+    errors = []
+    if spec.get("additionalProperties", False) is False:
+        for k in params:
+            if k not in props:
+                errors.append(f'additional property "{k}" is not allowed')
+    for k in spec.get("required") or []:
+        if k not in params:
+            errors.append(f"{k} is required")
+    types = {
+        "string": str,
+        "integer": int,
+        "number": (int, float),
+        "boolean": bool,
+        "array": list,
+        "object": dict,
+    }
+    for k, v in params.items():
+        p = props.get(k)
+        if not p:
+            continue
+        t = p.get("type")
+        ok = isinstance(v, types.get(t, object))
+        if t in ("integer", "number") and isinstance(v, bool):
+            ok = False
+        if not ok:
+            errors.append(f"{k}: invalid type, expected {t}")
+            continue
+        if "minimum" in p and v < p["minimum"]:
+            errors.append(f"{k}: must be greater than or equal to {p['minimum']}")
+        if "maximum" in p and v > p["maximum"]:
+            errors.append(f"{k}: must be less than or equal to {p['maximum']}")
+        if "enum" in p and v not in p["enum"]:
+            errors.append(f"{k}: must be one of {p['enum']}")
+    for k, p in props.items():
+        if k not in params and "default" in p:
+            params[k] = p["default"]
+    return errors
+
+
+def juju_env(unit, info, extra):
+    env = {
+        "PATH": os.path.join(unit, "bin") + ":" + BASE_PATH,
+        "CHARM_DIR": info["charm_dir"],
+        "JUJU_CHARM_DIR": info["charm_dir"],
+        "JUJU_CONTEXT_ID": f"{info['unit']}-ctx-{info['next_id']}",
+        "JUJU_UNIT_NAME": info["unit"],
+        "JUJU_MODEL_NAME": "test",
+        "JUJU_MODEL_UUID": "2f9a3b1c-0000-4000-8000-000000000001",
+        "JUJU_VERSION": "3.6.1",
+        "JUJU_MACHINE_ID": info["unit"].split("/")[-1],
+        "JUJU_AVAILABILITY_ZONE": "",
+        "JUJU_HOOK_NAME": "",
+        "ETCD_CHARM_ROOT": info["root"],
+        "ETCD_CHARM_CONF": info["conf"],
+        "LANG": "C.UTF-8",
+    }
+    env.update(extra)
+    return env
+
+
+def run_dispatch(unit, info, env, timeout):
+    started = time.time()
+    proc = subprocess.Popen(
+        [os.path.join(info["charm_dir"], "dispatch")],
+        cwd=info["charm_dir"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    with open(jpath(unit, "dispatch.pid"), "w") as f:
+        f.write(str(proc.pid))
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return proc.returncode, out, err, time.time() - started
+
+
+def parse_value(text):
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def nest(flat):
+    out = {}
+    for key, value in sorted(flat.items()):
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def run_action(argv):
+    unit = os.path.abspath(argv[0])
+    name = argv[1]
+    as_json, timeout, params = False, 600.0, {}
+    it = iter(argv[2:])
+    for a in it:
+        if a == "--json":
+            as_json = True
+        elif a == "--timeout":
+            timeout = float(next(it))
+        else:
+            k, _, v = a.partition("=")
+            node = params
+            parts = k.split(".")
+            for p in parts[:-1]:
+                node = node.setdefault(p, {})
+            node[parts[-1]] = parse_value(v)
+    info = unit_info(unit)
+    import yaml
+
+    with open(os.path.join(info["charm_dir"], "actions.yaml")) as f:
+        actions = yaml.safe_load(f) or {}
+    outcome = {"action": name, "unit": info["unit"], "id": info["next_id"]}
+    if name not in actions:
+        outcome.update(status="error", message=f'action "{name}" not defined on unit "{info["unit"]}"')
+        return report(outcome, as_json)
+    errors = schema_check(actions[name] or {}, params)
+    if errors:
+        outcome.update(status="error", message="validation failed: " + "; ".join(errors))
+        return report(outcome, as_json)
+
+    adir = action_dir(unit)
+    for f in ("params.json", "results.json", "failed.json", "logs.jsonl"):
+        if os.path.exists(os.path.join(adir, f)):
+            os.remove(os.path.join(adir, f))
+    os.makedirs(adir, exist_ok=True)
+    write_json(os.path.join(adir, "params.json"), params)
+    aid = info["next_id"]
+    info["next_id"] += 1
+    write_json(jpath(unit, "unit.json"), info)
+    env = juju_env(
+        unit,
+        info,
+        {
+            "JUJU_DISPATCH_PATH": f"actions/{name}",
+            "JUJU_ACTION_NAME": name,
+            "JUJU_ACTION_UUID": str(aid),
+            "JUJU_ACTION_TAG": f"action-{aid}",
+        },
+    )
+    code, out, err, secs = run_dispatch(unit, info, env, timeout)
+    results = read_json(os.path.join(adir, "results.json"), {})
+    failed = read_json(os.path.join(adir, "failed.json"), None)
+    logs = []
+    if os.path.exists(os.path.join(adir, "logs.jsonl")):
+        with open(os.path.join(adir, "logs.jsonl")) as f:
+            logs = [json.loads(line)["message"] for line in f if line.strip()]
+    # As the unit agent's finalizeAction: a non-zero exit replaces any
+    # action-fail message with "exit status N".
+    if code != 0:
+        status, message = "failed", f"exit status {code}"
+    elif failed is not None:
+        status, message = "failed", failed["message"]
+    else:
+        status, message = "completed", ""
+    outcome.update(
+        status=status,
+        message=message,
+        results=results,
+        logs=logs,
+        exit_code=code,
+        stdout=out.decode("utf-8", "replace"),
+        stderr=err.decode("utf-8", "replace"),
+        seconds=round(secs, 3),
+    )
+    write_json(os.path.join(adir, "outcome.json"), outcome)
+    return report(outcome, as_json)
+
+
+def report(outcome, as_json):
+    if as_json:
+        print(json.dumps(outcome, sort_keys=True))
+        return 0
+    # The shape `juju run` (Juju 3) prints.
+    import yaml
+
+    for line in outcome.get("logs", []):
+        print(time.strftime("%H:%M:%S", time.gmtime()) + " " + line)
+    if outcome["status"] == "error":
+        print(f"ERROR {outcome['message']}")
+        return 1
+    if outcome["status"] == "failed":
+        print(f"Action id {outcome['id']} failed: {outcome['message']}")
+    body = nest(outcome.get("results", {}))
+    if outcome.get("stdout"):
+        body["stdout"] = outcome["stdout"]
+    if outcome.get("stderr"):
+        body["stderr"] = outcome["stderr"]
+    if body:
+        sys.stdout.write(yaml.safe_dump(body, default_flow_style=False, width=1000))
+    return 0 if outcome["status"] == "completed" else 1
+
+
+def run_hook(argv):
+    unit = os.path.abspath(argv[0])
+    name = argv[1]
+    info = unit_info(unit)
+    env = juju_env(unit, info, {"JUJU_DISPATCH_PATH": f"hooks/{name}", "JUJU_HOOK_NAME": name})
+    info["next_id"] += 1
+    write_json(jpath(unit, "unit.json"), info)
+    code, out, err, secs = run_dispatch(unit, info, env, 600)
+    outcome = {
+        "hook": name,
+        "exit_code": code,
+        "stdout": out.decode("utf-8", "replace"),
+        "stderr": err.decode("utf-8", "replace"),
+        "status": read_json(jpath(unit, "status.json"), {}),
+    }
+    if "--json" in argv:
+        print(json.dumps(outcome, sort_keys=True))
+    else:
+        print(f"{name}: exit {code}, status {outcome['status']}")
+    return 0
+
+
+def attach_resource(argv):
+    unit = os.path.abspath(argv[0])
+    name = argv[1]
+    info = unit_info(unit)
+    import shutil
+
+    import yaml
+
+    with open(os.path.join(info["charm_dir"], "metadata.yaml")) as f:
+        declared = (yaml.safe_load(f) or {}).get("resources") or {}
+    d = jpath(unit, "resources", name)
+    shutil.rmtree(d, ignore_errors=True)
+    if len(argv) > 2:
+        os.makedirs(d)
+        shutil.copyfile(argv[2], os.path.join(d, declared[name]["filename"]))
+    return 0
+
+
+def main(argv):
+    if len(argv) >= 3 and argv[0] == "tool":
+        return run_tool(argv[1], argv[2], argv[3:])
+    commands = {
+        "init-unit": init_unit,
+        "run-action": run_action,
+        "run-hook": run_hook,
+        "resource": attach_resource,
+    }
+    if not argv or argv[0] not in commands:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,729 @@
+//! Test support: real etcd servers on loopback, each inside a simulated
+//! Juju unit (its own root dir, config file and fake hook tools), and the
+//! charm's built binary run as `dispatch` exactly as the unit agent runs it.
+//! The Juju side is played by `fakejuju.py` beside this file.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fakejuju() -> PathBuf {
+    repo().join("tests/support/fakejuju.py")
+}
+
+fn deps_dir() -> PathBuf {
+    std::env::var_os("ETCD_CHARM_DEPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/deps"))
+}
+
+/// One installed etcd build (server and tools).
+#[derive(Debug, Clone)]
+pub struct Etcd {
+    pub version: &'static str,
+    pub bin: PathBuf,
+}
+
+impl Etcd {
+    pub fn get(version: &'static str) -> Etcd {
+        let bin = deps_dir().join(format!("etcd-{version}/bin"));
+        assert!(
+            bin.join("etcd").is_file(),
+            "etcd {version} is not in {}; run ./charm deps (./charm test does)",
+            bin.display()
+        );
+        Etcd { version, bin }
+    }
+
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
+    /// `snapshot status` / `snapshot restore` live in etcdutl from 3.5 on.
+    pub fn snapshot_tool(&self) -> PathBuf {
+        let utl = self.bin.join("etcdutl");
+        if utl.is_file() {
+            utl
+        } else {
+            self.bin.join("etcdctl")
+        }
+    }
+
+    /// Runs a snapshot subcommand (`status`, `restore`) with this build's tool.
+    pub fn snapshot_cmd(&self, args: &[&str]) -> Output {
+        let out = Command::new(self.snapshot_tool())
+            .arg("snapshot")
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .expect("run etcd snapshot tool");
+        out
+    }
+}
+
+/// A directory removed when dropped.
+pub struct TestDir(pub PathBuf);
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "etcd-charm-tests/{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create test dir");
+        TestDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        // Read-only mounts a test made must not stop the cleanup.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.0.join("ro"))
+            .output();
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port free on every given address, never handed out twice in a run.
+pub fn free_port(ips: &[&str]) -> u16 {
+    static TAKEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let taken = TAKEN.get_or_init(|| Mutex::new(HashSet::new()));
+    for _ in 0..200 {
+        let l = TcpListener::bind((ips[0], 0)).expect("bind loopback");
+        let port = l.local_addr().expect("addr").port();
+        drop(l);
+        let all_free = ips[1..]
+            .iter()
+            .all(|ip| TcpListener::bind((*ip, port)).is_ok());
+        let mut t = taken.lock().expect("port set");
+        if all_free && t.insert(port) {
+            return port;
+        }
+    }
+    panic!("no free port found on {ips:?}");
+}
+
+/// TLS material for the whole test run: one CA, one server certificate
+/// valid for every loopback address the tests use (with clientAuth too, as
+/// etcd members use theirs as clients), and one client certificate.
+pub struct Tls {
+    pub ca: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub client_cert: String,
+    pub client_key: String,
+}
+
+pub fn tls() -> &'static Tls {
+    static TLS: OnceLock<Tls> = OnceLock::new();
+    TLS.get_or_init(|| {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+            SanType,
+        };
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "etcd charm test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+        let leaf = |cn: &str, usages: Vec<ExtendedKeyUsagePurpose>| {
+            let key = KeyPair::generate().expect("key");
+            let mut p = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+            p.distinguished_name.push(DnType::CommonName, cn);
+            for i in 1..=8u8 {
+                p.subject_alt_names
+                    .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, i])));
+            }
+            p.extended_key_usages = usages;
+            let cert = p.signed_by(&key, &ca, &ca_key).expect("sign");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(
+            "etcd server",
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        );
+        let (client_cert, client_key) =
+            leaf("etcd client", vec![ExtendedKeyUsagePurpose::ClientAuth]);
+        Tls {
+            ca: ca.pem(),
+            server_cert,
+            server_key,
+            client_cert,
+            client_key,
+        }
+    })
+}
+
+/// How a unit's etcd member is laid out.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub unit: String,
+    pub member: String,
+    pub ip: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub tls: bool,
+    /// `name=peer-url,…` for every member; None: this member alone.
+    pub initial_cluster: Option<String>,
+    pub token: String,
+}
+
+impl Spec {
+    pub fn single(index: usize, tls: bool) -> Spec {
+        let ip = "127.0.0.1";
+        Spec {
+            unit: format!("etcd/{index}"),
+            member: format!("etcd{index}"),
+            ip: ip.to_string(),
+            client_port: free_port(&[ip]),
+            peer_port: free_port(&[ip]),
+            tls,
+            initial_cluster: None,
+            token: format!("test-token-{}-{index}", std::process::id()),
+        }
+    }
+
+    pub fn client_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.ip, self.client_port)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://{}:{}", self.ip, self.peer_port)
+    }
+}
+
+/// Three members on 127.0.0.1 with their own ports, one cluster.
+pub fn cluster_specs(n: usize, tls: bool) -> Vec<Spec> {
+    let mut specs: Vec<Spec> = (0..n).map(|i| Spec::single(i, tls)).collect();
+    let initial = specs
+        .iter()
+        .map(|s| format!("{}={}", s.member, s.peer_url()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let token = format!("test-cluster-{}", std::process::id());
+    for s in &mut specs {
+        s.initial_cluster = Some(initial.clone());
+        s.token = token.clone();
+    }
+    specs
+}
+
+/// The charm directory as Juju unpacks it, with the freshly built binary
+/// as `dispatch`.
+pub fn charm_dir(under: &Path) -> PathBuf {
+    let dir = under.join("charm");
+    if dir.join("dispatch").exists() {
+        return dir;
+    }
+    fs::create_dir_all(&dir).expect("charm dir");
+    for f in [
+        "metadata.yaml",
+        "actions.yaml",
+        "config.yaml",
+        "manifest.yaml",
+    ] {
+        fs::copy(repo().join(f), dir.join(f)).expect("copy charm file");
+    }
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_etcd-charm"), dir.join("dispatch"))
+        .expect("link dispatch");
+    dir
+}
+
+/// What `juju run` would report for one action.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: String,
+    pub message: String,
+    pub results: BTreeMap<String, String>,
+    pub logs: Vec<String>,
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    fn parse(out: &Output) -> Outcome {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!(
+                "fakejuju printed no outcome ({e}): {text}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        Outcome {
+            status: s("status"),
+            message: s("message"),
+            results: v["results"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            logs: v["logs"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|l| l.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            exit_code: v["exit_code"].as_i64().unwrap_or(-1),
+            stdout: s("stdout"),
+            stderr: s("stderr"),
+        }
+    }
+
+    pub fn result(&self, key: &str) -> &str {
+        self.results
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("no result {key} in {:?}", self.results))
+    }
+
+    pub fn assert_completed(&self) -> &Self {
+        assert_eq!(
+            self.status, "completed",
+            "action did not complete: {} (stderr: {})",
+            self.message, self.stderr
+        );
+        self
+    }
+
+    /// A failure an operator can read: one sentence from action-fail, not
+    /// "exit status N", not Rust debug output.
+    pub fn assert_failed_with(&self, needle: &str) -> &Self {
+        assert_eq!(self.status, "failed", "action should fail: {self:?}");
+        assert!(
+            self.message.contains(needle),
+            "failure message {:?} lacks {needle:?}",
+            self.message
+        );
+        assert!(!self.message.starts_with("exit status"), "{self:?}");
+        for bad in ["panicked", "Error {", "Os {", "kind:", "\n"] {
+            assert!(
+                !self.message.contains(bad),
+                "debug output in {:?}",
+                self.message
+            );
+        }
+        self
+    }
+}
+
+pub struct Unit {
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub conf: PathBuf,
+    pub spec: Spec,
+    pub etcd: Etcd,
+}
+
+fn python() -> Command {
+    Command::new("python3")
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl Unit {
+    pub fn new(under: &Path, etcd: &Etcd, spec: Spec) -> Unit {
+        let dir = under.join(spec.unit.replace('/', "-"));
+        let root = dir.join("root");
+        let common = root.join("var/snap/etcd/common");
+        fs::create_dir_all(&common).expect("unit dirs");
+        let conf = common.join("etcd.conf.yml");
+        let data_dir = root.join(format!("var/snap/etcd/current/{}.etcd", spec.member));
+        let initial = spec
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={}", spec.member, spec.peer_url()));
+        let mut yaml = format!(
+            "name: {member}\n\
+             data-dir: {data}\n\
+             listen-client-urls: {client}\n\
+             advertise-client-urls: {client}\n\
+             listen-peer-urls: {peer}\n\
+             initial-advertise-peer-urls: {peer}\n\
+             initial-cluster: {initial}\n\
+             initial-cluster-token: {token}\n\
+             initial-cluster-state: new\n\
+             logger: zap\n\
+             log-level: warn\n",
+            member = spec.member,
+            data = data_dir.display(),
+            client = spec.client_url(),
+            peer = spec.peer_url(),
+            token = spec.token,
+        );
+        if spec.tls {
+            let t = tls();
+            for (name, pem) in [
+                ("ca.crt", &t.ca),
+                ("server.crt", &t.server_cert),
+                ("server.key", &t.server_key),
+            ] {
+                fs::write(common.join(name), pem).expect("write tls file");
+            }
+            yaml.push_str(&format!(
+                "client-transport-security:\n  cert-file: {c}/server.crt\n  key-file: {c}/server.key\n  trusted-ca-file: {c}/ca.crt\n  client-cert-auth: true\n",
+                c = common.display()
+            ));
+        }
+        fs::write(&conf, yaml).expect("write etcd config");
+        let charm = charm_dir(under);
+        let out = python()
+            .arg(fakejuju())
+            .arg("init-unit")
+            .arg(&dir)
+            .args(["--unit", &spec.unit, "--charm-dir"])
+            .arg(&charm)
+            .arg("--etcd-bin")
+            .arg(&etcd.bin)
+            .arg("--conf")
+            .arg(&conf)
+            .arg("--root")
+            .arg(&root)
+            .output()
+            .expect("run fakejuju init-unit");
+        assert!(out.status.success(), "init-unit: {out:?}");
+        Unit {
+            dir,
+            root,
+            conf,
+            spec,
+            etcd: etcd.clone(),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root
+            .join(format!("var/snap/etcd/current/{}.etcd", self.spec.member))
+    }
+
+    pub fn systemctl(&self, verb: &str) -> Output {
+        Command::new(self.dir.join("bin/systemctl"))
+            .args([verb, "snap.etcd.etcd"])
+            .output()
+            .expect("fake systemctl")
+    }
+
+    /// Starts etcd through the fake systemctl and waits until it serves.
+    pub fn start(&self) {
+        let out = self.systemctl("start");
+        assert!(out.status.success(), "systemctl start: {out:?}");
+        self.wait_healthy(Duration::from_secs(30));
+    }
+
+    pub fn start_no_wait(&self) {
+        let out = self.systemctl("start");
+        assert!(out.status.success(), "systemctl start: {out:?}");
+    }
+
+    pub fn wait_healthy(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let out = self.etcdctl(&["endpoint", "health", "--command-timeout=2s"]);
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd {} did not become healthy: {}\nlog: {}",
+                self.spec.member,
+                String::from_utf8_lossy(&out.stderr),
+                self.etcd_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn etcd_log(&self) -> String {
+        let log = fs::read_to_string(self.dir.join("svc/etcd.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    pub fn etcd_pid(&self) -> Option<i32> {
+        let pid: i32 = fs::read_to_string(self.dir.join("svc/etcd.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat.rsplit(')').next()?.split_whitespace().next()?;
+        (state != "Z" && state != "X").then_some(pid)
+    }
+
+    pub fn kill_etcd(&self) {
+        if let Some(pid) = self.etcd_pid() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.etcd_pid().is_some() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(self.etcd.tool("etcdctl"));
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.spec.client_url()))
+            .arg("--dial-timeout=2s");
+        if self.spec.tls {
+            let common = self.root.join("var/snap/etcd/common");
+            let client = self.dir.join("client");
+            if !client.join("client.crt").exists() {
+                fs::create_dir_all(&client).expect("client dir");
+                fs::write(client.join("client.crt"), &tls().client_cert).expect("client crt");
+                fs::write(client.join("client.key"), &tls().client_key).expect("client key");
+            }
+            cmd.arg(format!("--cacert={}", common.join("ca.crt").display()))
+                .arg(format!("--cert={}", client.join("client.crt").display()))
+                .arg(format!("--key={}", client.join("client.key").display()));
+        }
+        cmd.args(args).output().expect("run etcdctl")
+    }
+
+    pub fn put(&self, key: &str, value: &str) {
+        let out = self.etcdctl(&["put", key, value]);
+        assert!(out.status.success(), "put {key}: {out:?}");
+    }
+
+    /// Puts a value read from stdin (values over the argv limit).
+    pub fn put_stdin(&self, key: &str, value: &[u8]) {
+        let mut cmd = Command::new(self.etcd.tool("etcdctl"));
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.spec.client_url()))
+            .args(["put", key])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("etcdctl put");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(value)
+            .expect("write value");
+        let out = child.wait_with_output().expect("etcdctl put");
+        assert!(out.status.success(), "put {key}: {out:?}");
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        let out = self.etcdctl(&["get", key, "--print-value-only"]);
+        assert!(out.status.success(), "get {key}: {out:?}");
+        let v = String::from_utf8_lossy(&out.stdout)
+            .trim_end_matches('\n')
+            .to_string();
+        (!v.is_empty()).then_some(v)
+    }
+
+    /// (cluster ID, member ID, revision) as etcd reports them.
+    pub fn status(&self) -> (u64, u64, i64) {
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"]);
+        assert!(out.status.success(), "endpoint status: {out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("status json");
+        let h = &v[0]["Status"]["header"];
+        (
+            h["cluster_id"].as_u64().expect("cluster_id"),
+            h["member_id"].as_u64().expect("member_id"),
+            h["revision"].as_i64().expect("revision"),
+        )
+    }
+
+    /// Fills etcd with about `bytes` of values that compress like real
+    /// data (not at all well), `chunk` bytes each.
+    pub fn fill(&self, bytes: usize, chunk: usize) {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        for i in 0..bytes.div_ceil(chunk) {
+            let value: Vec<u8> = (0..chunk)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % 64) as usize]
+                })
+                .collect();
+            self.put_stdin(&format!("/fill/{i:06}"), &value);
+        }
+    }
+
+    fn action_cmd(&self, name: &str, params: &[&str]) -> Command {
+        let mut cmd = python();
+        cmd.arg(fakejuju())
+            .arg("run-action")
+            .arg(&self.dir)
+            .arg(name)
+            .args(params)
+            .arg("--json");
+        cmd
+    }
+
+    /// Runs an action as `juju run` would and returns what it reports.
+    pub fn run_action(&self, name: &str, params: &[&str]) -> Outcome {
+        let out = self.action_cmd(name, params).output().expect("run-action");
+        Outcome::parse(&out)
+    }
+
+    pub fn spawn_action(&self, name: &str, params: &[&str]) -> Child {
+        self.action_cmd(name, params)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn run-action")
+    }
+
+    pub fn finish_action(mut child: Child, limit: Duration) -> Outcome {
+        let deadline = Instant::now() + limit;
+        loop {
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("action did not finish within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        if let Some(mut s) = child.stdout.take() {
+            let _ = s.read_to_end(&mut stdout);
+        }
+        if let Some(mut s) = child.stderr.take() {
+            let _ = s.read_to_end(&mut stderr);
+        }
+        let status = child.wait().expect("wait");
+        Outcome::parse(&Output {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+
+    pub fn run_hook(&self, name: &str) -> Value {
+        let out = python()
+            .arg(fakejuju())
+            .arg("run-hook")
+            .arg(&self.dir)
+            .arg(name)
+            .arg("--json")
+            .output()
+            .expect("run-hook");
+        serde_json::from_slice(&out.stdout).expect("hook outcome")
+    }
+
+    /// Every hook-tool call the charm made, in order.
+    pub fn calls(&self) -> Vec<Value> {
+        fs::read_to_string(self.dir.join("juju/calls.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn calls_of(&self, tool: &str) -> Vec<Vec<String>> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c["tool"] == tool)
+            .map(|c| {
+                c["args"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Unit {
+    fn drop(&mut self) {
+        self.kill_etcd();
+    }
+}
+
+/// Files in a dir, sorted by name (empty if missing).
+pub fn list(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).expect("metadata").permissions().mode() & 0o7777
+}
+
+/// The entries of a tar.gz: (name, mode, bytes).
+pub fn read_archive(path: &Path) -> Vec<(String, u32, Vec<u8>)> {
+    let f = fs::File::open(path).expect("open archive");
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    ar.entries()
+        .expect("tar entries")
+        .map(|e| {
+            let mut e = e.expect("tar entry");
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).expect("read entry");
+            (
+                e.path().expect("path").display().to_string(),
+                e.header().mode().expect("mode"),
+                data,
+            )
+        })
+        .collect()
+}
