@@ -21,6 +21,8 @@ use crate::timefmt::UtcTime;
 
 pub const DEFAULT_TARGET: &str = "/home/ubuntu/etcd-snapshots";
 const WRITE_BUFFER: usize = 1 << 20;
+/// Streams smaller than this finish too fast for progress lines to help.
+const PROGRESS_MIN: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -200,18 +202,18 @@ async fn take(
     };
 
     let snap = member.snapshot().await?;
-    let mut next_report = 25;
+    // A few lines for `juju run` to show: each quarter, on big dbs only.
+    let mut reported = 0;
     let mut progress = |got: u64, total: u64| {
-        let pct = got.saturating_mul(100) / total.max(1);
-        if pct >= next_report && pct < 100 {
+        let quarter = got.saturating_mul(4) / total.max(1);
+        if total >= PROGRESS_MIN && quarter > reported && quarter < 4 {
+            reported = quarter;
             ctx.progress(&format!(
-                "{pct}% streamed ({} of {})",
+                "{}% streamed ({} of {})",
+                quarter * 25,
                 human_size(got),
                 human_size(total)
             ));
-            while next_report <= pct {
-                next_report += 25;
-            }
         }
     };
     let mut sink = DbEntry {

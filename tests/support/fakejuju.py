@@ -406,10 +406,17 @@ def juju_env(unit, info, extra):
     return env
 
 
-def run_dispatch(unit, info, env, timeout):
+def run_dispatch(unit, info, env, timeout, legacy=None):
+    """Runs the charm as the unit agent does: `dispatch` when it exists,
+    or with `legacy` ("hooks/x", "actions/x") that file, as Juju < 2.8
+    did, without JUJU_DISPATCH_PATH."""
     started = time.time()
+    entry = os.path.join(info["charm_dir"], "dispatch")
+    if legacy:
+        entry = os.path.join(info["charm_dir"], legacy)
+        env = {k: v for k, v in env.items() if k != "JUJU_DISPATCH_PATH"}
     proc = subprocess.Popen(
-        [os.path.join(info["charm_dir"], "dispatch")],
+        [entry],
         cwd=info["charm_dir"],
         env=env,
         stdin=subprocess.DEVNULL,
@@ -452,11 +459,13 @@ def nest(flat):
 def run_action(argv):
     unit = os.path.abspath(argv[0])
     name = argv[1]
-    as_json, timeout, params = False, 600.0, {}
+    as_json, timeout, params, legacy = False, 600.0, {}, None
     it = iter(argv[2:])
     for a in it:
         if a == "--json":
             as_json = True
+        elif a == "--legacy":
+            legacy = f"actions/{name}"
         elif a == "--timeout":
             timeout = float(next(it))
         else:
@@ -499,13 +508,13 @@ def run_action(argv):
             "JUJU_ACTION_TAG": f"action-{aid}",
         },
     )
-    code, out, err, secs = run_dispatch(unit, info, env, timeout)
+    code, out, err, secs = run_dispatch(unit, info, env, timeout, legacy)
     results = read_json(os.path.join(adir, "results.json"), {})
     failed = read_json(os.path.join(adir, "failed.json"), None)
     logs = []
     if os.path.exists(os.path.join(adir, "logs.jsonl")):
         with open(os.path.join(adir, "logs.jsonl")) as f:
-            logs = [json.loads(line)["message"] for line in f if line.strip()]
+            logs = [json.loads(line) for line in f if line.strip()]
     # As the unit agent's finalizeAction: a non-zero exit replaces any
     # action-fail message with "exit status N".
     if code != 0:
@@ -518,7 +527,8 @@ def run_action(argv):
         status=status,
         message=message,
         results=results,
-        logs=logs,
+        logs=[entry["message"] for entry in logs],
+        log_times=[entry["time"] for entry in logs],
         exit_code=code,
         stdout=out.decode("utf-8", "replace"),
         stderr=err.decode("utf-8", "replace"),
@@ -535,8 +545,9 @@ def report(outcome, as_json):
     # The shape `juju run` (Juju 3) prints.
     import yaml
 
-    for line in outcome.get("logs", []):
-        print(time.strftime("%H:%M:%S", time.gmtime()) + " " + line)
+    times = outcome.get("log_times", [])
+    for line, at in zip(outcome.get("logs", []), times):
+        print(time.strftime("%H:%M:%S", time.gmtime(at)) + " " + line)
     if outcome["status"] == "error":
         print(f"ERROR {outcome['message']}")
         return 1
@@ -559,7 +570,8 @@ def run_hook(argv):
     env = juju_env(unit, info, {"JUJU_DISPATCH_PATH": f"hooks/{name}", "JUJU_HOOK_NAME": name})
     info["next_id"] += 1
     write_json(jpath(unit, "unit.json"), info)
-    code, out, err, secs = run_dispatch(unit, info, env, 600)
+    legacy = f"hooks/{name}" if "--legacy" in argv else None
+    code, out, err, secs = run_dispatch(unit, info, env, 600, legacy)
     outcome = {
         "hook": name,
         "exit_code": code,

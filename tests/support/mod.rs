@@ -647,15 +647,30 @@ impl Unit {
     }
 
     pub fn run_hook(&self, name: &str) -> Value {
+        self.run_hook_with(name, &[])
+    }
+
+    pub fn run_hook_with(&self, name: &str, flags: &[&str]) -> Value {
         let out = python()
             .arg(fakejuju())
             .arg("run-hook")
             .arg(&self.dir)
             .arg(name)
             .arg("--json")
+            .args(flags)
             .output()
             .expect("run-hook");
         serde_json::from_slice(&out.stdout).expect("hook outcome")
+    }
+
+    /// Runs this unit's hooks and actions from another charm directory
+    /// (for example the packed charm, unzipped).
+    pub fn use_charm_dir(&self, dir: &Path) {
+        let path = self.dir.join("juju/unit.json");
+        let mut info: Value =
+            serde_json::from_str(&fs::read_to_string(&path).expect("unit.json")).expect("json");
+        info["charm_dir"] = Value::String(dir.display().to_string());
+        fs::write(&path, info.to_string()).expect("write unit.json");
     }
 
     /// Every hook-tool call the charm made, in order.
