@@ -75,10 +75,10 @@ fn packed_charm_has_the_layout_juju_expects() {
     }
     assert!(names.contains(&"actions/snapshot"));
     for (name, mode) in &listing {
-        if name == "dispatch" || name.starts_with("hooks/") || name.starts_with("actions/") {
-            if !name.ends_with('/') {
-                assert_eq!(mode & 0o111, 0o111, "{name} must be executable ({mode:o})");
-            }
+        let entry_point =
+            name == "dispatch" || name.starts_with("hooks/") || name.starts_with("actions/");
+        if entry_point && !name.ends_with('/') {
+            assert_eq!(mode & 0o111, 0o111, "{name} must be executable ({mode:o})");
         }
         assert!(!name.starts_with('/') && !name.contains(".."), "{name}");
     }
