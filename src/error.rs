@@ -18,6 +18,8 @@ pub enum Error {
     Lock(#[from] LockError),
     #[error(transparent)]
     Snapshot(#[from] crate::actions::snapshot::SnapshotError),
+    #[error(transparent)]
+    Restore(#[from] crate::actions::restore::RestoreError),
     #[error("invalid action parameter {name}: {reason}")]
     Param { name: String, reason: String },
     #[error("this charm has no action named {0:?}")]

@@ -42,6 +42,31 @@ pub fn publish_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
+/// Replaces `path` with `bytes` atomically (temp file, fsync, rename, fsync
+/// dir), keeping the old file's mode (0600 for a new file).
+pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o600);
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = PartFile::new(dir.join(format!(".{name}.tmp-{}", std::process::id())));
+    let _ = fs::remove_file(tmp.path());
+    let mut f = create_private_file(tmp.path())?;
+    f.write_all(bytes)?;
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(tmp.path(), path)?;
+    tmp.keep();
+    sync_dir(dir)
+}
+
 /// A file being written under a temporary name. Unless `keep` is called,
 /// dropping it removes the file, so a failed or interrupted write never
 /// leaves something that looks like a result.
@@ -69,6 +94,37 @@ impl Drop for PartFile {
     fn drop(&mut self) {
         if self.armed {
             let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A private working directory (0700, must not exist yet), removed with
+/// everything in it when dropped unless `keep` is called.
+#[derive(Debug)]
+pub struct WorkDir {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl WorkDir {
+    pub fn create(path: PathBuf) -> io::Result<Self> {
+        DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(WorkDir { path, armed: true })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn keep(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_dir_all(&self.path);
         }
     }
 }

@@ -125,6 +125,28 @@ pub trait HookTools {
     fn log(&self, level: LogLevel, message: &str) -> Result<(), JujuError>;
     /// The local path of a file resource, or `None` when none was uploaded.
     fn resource_get(&self, name: &str) -> Result<Option<PathBuf>, JujuError>;
+    /// IDs of the relations of endpoint `name`.
+    fn relation_ids(&self, name: &str) -> Result<Vec<String>, JujuError>;
+    /// Remote units in relation `id`.
+    fn relation_list(&self, id: &str) -> Result<Vec<String>, JujuError>;
+}
+
+fn json_strings(tool: &str, out: &Output) -> Result<Vec<String>, JujuError> {
+    match serde_json::from_slice::<Value>(&out.stdout) {
+        Ok(Value::Array(items)) => Ok(items
+            .into_iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()),
+        Ok(Value::Null) => Ok(Vec::new()),
+        Ok(other) => Err(JujuError::BadOutput {
+            tool: tool.into(),
+            detail: format!("expected a list, got {other}"),
+        }),
+        Err(e) => Err(JujuError::BadOutput {
+            tool: tool.into(),
+            detail: e.to_string(),
+        }),
+    }
 }
 
 /// The hook tools as Juju provides them, found on `PATH`.
@@ -222,6 +244,16 @@ impl HookTools for ProcessTools {
         } else {
             Ok(Some(PathBuf::from(path)))
         }
+    }
+
+    fn relation_ids(&self, name: &str) -> Result<Vec<String>, JujuError> {
+        let out = self.run("relation-ids", &["--format=json", name])?;
+        json_strings("relation-ids", &out)
+    }
+
+    fn relation_list(&self, id: &str) -> Result<Vec<String>, JujuError> {
+        let out = self.run("relation-list", &["--format=json", "-r", id])?;
+        json_strings("relation-list", &out)
     }
 }
 

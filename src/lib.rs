@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod juju;
 pub mod lock;
 pub mod paths;
+pub mod service;
 pub mod timefmt;
 
 pub use error::Error;

@@ -2,6 +2,7 @@
 //! Juju only through `HookTools` and to the host only through `Paths`.
 
 pub mod params;
+pub mod restore;
 pub mod snapshot;
 
 use crate::error::Error;
@@ -21,7 +22,7 @@ impl ActionContext<'_> {
     }
 }
 
-pub const ACTIONS: &[&str] = &["snapshot"];
+pub const ACTIONS: &[&str] = &["snapshot", "restore"];
 
 pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_current_thread()
@@ -34,6 +35,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 pub fn run(name: &str, ctx: &ActionContext) -> Result<Results, Error> {
     match name {
         "snapshot" => snapshot::run(ctx),
+        "restore" => restore::run(ctx),
         other => Err(Error::UnknownAction(other.to_string())),
     }
 }

@@ -3,24 +3,23 @@
 //! the server's size and SHA-256 trailer on the way, and publish the archive
 //! only once it is complete and on disk.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::actions::{params, ActionContext};
 use crate::archive::naming::{is_snapshot_name, snapshot_name};
-use crate::archive::{ArchiveWriter, HashingWriter, Manifest, DB_ENTRY, MANIFEST_ENTRY};
+use crate::archive::{ArchiveFile, ArchiveWriter, Manifest, OutputError, DB_ENTRY, MANIFEST_ENTRY};
 use crate::error::Error;
 use crate::etcd::snapshot::{self as stream, hex, SnapshotSink, StreamError};
 use crate::etcd::{id_hex, EtcdConfig, LocalMember};
-use crate::fsutil::{self, human_size, PartFile};
+use crate::fsutil::{self, human_size};
 use crate::juju::Results;
 use crate::lock::ActionLock;
 use crate::timefmt::UtcTime;
 
 pub const DEFAULT_TARGET: &str = "/home/ubuntu/etcd-snapshots";
-const WRITE_BUFFER: usize = 1 << 20;
 /// Streams smaller than this finish too fast for progress lines to help.
 const PROGRESS_MIN: u64 = 16 << 20;
 
@@ -30,14 +29,30 @@ pub enum SnapshotError {
     TargetNotDir(PathBuf),
     #[error("cannot create the target directory {path}: {reason}; choose a writable target")]
     TargetCreate { path: PathBuf, reason: String },
+    #[error("the snapshot from etcd at {url} failed: {source}; no archive was kept")]
+    Stream { url: String, source: StreamError },
     #[error("cannot write in the target directory {path}: {reason}; choose a writable target")]
     TargetWrite { path: PathBuf, reason: String },
     #[error("{0} already exists and is never overwritten; run the action again a second later")]
     Exists(PathBuf),
-    #[error("the snapshot from etcd at {url} failed: {source}; no archive was kept")]
-    Stream { url: String, source: StreamError },
     #[error("cannot finish writing {path}: {reason}; no archive was kept")]
     Finish { path: PathBuf, reason: String },
+}
+
+impl From<OutputError> for SnapshotError {
+    fn from(e: OutputError) -> Self {
+        match e {
+            OutputError::Exists(path) => SnapshotError::Exists(path),
+            OutputError::Create { dir, source } => SnapshotError::TargetWrite {
+                path: dir,
+                reason: source.to_string(),
+            },
+            OutputError::Finish { path, source } => SnapshotError::Finish {
+                path,
+                reason: source.to_string(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,22 +178,9 @@ async fn take(
     prepare_target(&p.target)?;
     let now = UtcTime::now();
     let name = snapshot_name(&now.stamp());
-    let final_path = p.target.join(&name);
-    if final_path.symlink_metadata().is_ok() {
-        return Err(SnapshotError::Exists(final_path).into());
-    }
-    let part_path = p.target.join(format!("{name}.part"));
-    let file = fsutil::create_private_file(&part_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            SnapshotError::Exists(part_path.clone())
-        } else {
-            SnapshotError::TargetWrite {
-                path: p.target.clone(),
-                reason: e.to_string(),
-            }
-        }
-    })?;
-    let part = PartFile::new(part_path);
+    let mut out =
+        ArchiveFile::create(&p.target, &name, p.compression_level).map_err(SnapshotError::from)?;
+    let final_path = out.final_path().to_path_buf();
 
     ctx.progress(&format!(
         "streaming a snapshot of {} (etcd {}, revision {}, db {}) from {} into {}",
@@ -194,8 +196,6 @@ async fn take(
         final_path.display()
     ));
     let started = Instant::now();
-    let out = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file));
-    let mut archive = ArchiveWriter::new(out, p.compression_level);
     let stream_err = |source| SnapshotError::Stream {
         url: member.url().to_string(),
         source,
@@ -217,7 +217,7 @@ async fn take(
         }
     };
     let mut sink = DbEntry {
-        archive: &mut archive,
+        archive: out.writer(),
         mtime: now.unix,
     };
     let verified = stream::receive(snap, &mut sink, p.stall_timeout, &mut progress)
@@ -239,31 +239,15 @@ async fn take(
         created_by: format!("etcd-charm {}", env!("CARGO_PKG_VERSION")),
     };
     let finish_err = |e: std::io::Error| SnapshotError::Finish {
-        path: part.path().to_path_buf(),
-        reason: e.to_string(),
-    };
-    archive.end_entry().map_err(finish_err)?;
-    archive
-        .add_file(MANIFEST_ENTRY, &manifest.to_json(), now.unix)
-        .map_err(finish_err)?;
-    let (buffered, sha, bytes) = archive.finish().map_err(finish_err)?.into_parts();
-    let file: File = buffered
-        .into_inner()
-        .map_err(|e| finish_err(e.into_error()))?;
-    file.sync_all().map_err(finish_err)?;
-    drop(file);
-    fsutil::publish_no_replace(part.path(), &final_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            SnapshotError::Exists(final_path.clone())
-        } else {
-            finish_err(e)
-        }
-    })?;
-    part.keep();
-    fsutil::sync_dir(&p.target).map_err(|e| SnapshotError::Finish {
         path: final_path.clone(),
         reason: e.to_string(),
-    })?;
+    };
+    out.writer().end_entry().map_err(finish_err)?;
+    out.writer()
+        .add_file(MANIFEST_ENTRY, &manifest.to_json(), now.unix)
+        .map_err(finish_err)?;
+    let published = out.publish().map_err(SnapshotError::from)?;
+    let (sha, bytes) = (published.sha256, published.bytes);
     let secs = started.elapsed().as_secs_f64();
     ctx.progress(&format!(
         "wrote {} ({}) in {secs:.1} s",

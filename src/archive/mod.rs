@@ -3,9 +3,12 @@
 
 pub mod manifest;
 pub mod naming;
+pub mod output;
+pub mod reader;
 pub mod writer;
 
 pub use manifest::Manifest;
+pub use output::{ArchiveFile, OutputError, Published};
 pub use writer::{ArchiveWriter, HashingWriter};
 
 /// Name of the db entry inside an archive.

@@ -2,7 +2,9 @@
 //! written in pieces as they arrive, so nothing is staged on disk and memory
 //! stays bounded whatever the entry size.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -105,6 +107,58 @@ impl<W: Write> ArchiveWriter<W> {
         self.gz.write_all(&[0u8; BLOCK as usize][..pad as usize])
     }
 
+    /// A directory entry (mode 0700), so empty directories survive.
+    pub fn add_dir(&mut self, name: &str, mtime: u64) -> io::Result<()> {
+        if let Some((open, _, _)) = &self.open {
+            return Err(io::Error::other(format!("tar entry {open} is still open")));
+        }
+        let mut header = tar::Header::new_ustar();
+        header.set_path(format!("{}/", name.trim_end_matches('/')))?;
+        header.set_size(0);
+        header.set_mode(0o700);
+        header.set_mtime(mtime);
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_cksum();
+        self.gz.write_all(header.as_bytes())
+    }
+
+    /// Appends the tree under `dir` (regular files and directories only),
+    /// names relative to `dir`, in a stable order.
+    pub fn append_tree(&mut self, dir: &Path, prefix: &str) -> io::Result<u64> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        let mut files = 0;
+        for e in entries {
+            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+            let meta = e.metadata()?;
+            let mtime = meta.mtime().max(0) as u64;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                self.add_dir(&name, mtime)?;
+                files += self.append_tree(&e.path(), &format!("{name}/"))?;
+            } else if t.is_file() {
+                let mut f = std::fs::File::open(e.path())?;
+                self.begin_entry(&name, meta.len(), mtime)?;
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    self.write_data(&buf[..n])?;
+                }
+                self.end_entry()?;
+                files += 1;
+            } else {
+                return Err(io::Error::other(format!(
+                    "{} is neither a file nor a directory",
+                    e.path().display()
+                )));
+            }
+        }
+        Ok(files)
+    }
+
     pub fn add_file(&mut self, name: &str, data: &[u8], mtime: u64) -> io::Result<()> {
         self.begin_entry(name, data.len() as u64, mtime)?;
         self.write_data(data)?;
@@ -124,7 +178,6 @@ impl<W: Write> ArchiveWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
 
     #[test]
     fn writes_a_tar_gz_that_gzip_and_tar_read() {

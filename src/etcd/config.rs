@@ -22,6 +22,12 @@ pub enum ConfigError {
     BadUrl { url: String, path: PathBuf },
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("cannot update the etcd config file {path}: {detail}")]
+    Update { path: PathBuf, detail: String },
+}
+
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct TransportSecurity {
@@ -66,6 +72,46 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
+fn split_urls(v: &Option<String>) -> Vec<String> {
+    non_empty(v)
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sets top-level keys of the YAML config file, keeping every other key,
+/// and replaces the file atomically with the same mode. Returns the bytes
+/// it had, so a caller can put them back.
+pub fn update_file(path: &Path, updates: &[(&str, String)]) -> Result<Vec<u8>, UpdateError> {
+    let fail = |detail: String| UpdateError::Update {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let old = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let mut doc: serde_yaml::Value = if old.iter().all(u8::is_ascii_whitespace) {
+        serde_yaml::Value::Mapping(Default::default())
+    } else {
+        serde_yaml::from_slice(&old).map_err(|e| fail(e.to_string()))?
+    };
+    let map = doc
+        .as_mapping_mut()
+        .ok_or_else(|| fail("it is not a YAML mapping".into()))?;
+    for (k, v) in updates {
+        map.insert(
+            serde_yaml::Value::String((*k).to_string()),
+            serde_yaml::Value::String(v.clone()),
+        );
+    }
+    let text = serde_yaml::to_string(&doc).map_err(|e| fail(e.to_string()))?;
+    crate::fsutil::replace_file(path, text.as_bytes()).map_err(|e| fail(e.to_string()))?;
+    Ok(old)
+}
+
 impl EtcdConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = match std::fs::read_to_string(path) {
@@ -93,6 +139,26 @@ impl EtcdConfig {
             return Ok(Self::default());
         }
         serde_yaml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The member's peer URLs (`initial-advertise-peer-urls`).
+    pub fn peer_urls(&self) -> Vec<String> {
+        split_urls(&self.initial_advertise_peer_urls)
+    }
+
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        non_empty(&self.data_dir).map(PathBuf::from)
+    }
+
+    /// Names of the members in `initial-cluster` (`name=url,…`).
+    pub fn initial_members(&self) -> Vec<String> {
+        let mut names: Vec<String> = split_urls(&self.initial_cluster)
+            .iter()
+            .filter_map(|e| e.split_once('=').map(|(n, _)| n.trim().to_string()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The member's client URL for the charm's own calls: the advertised
@@ -193,6 +259,29 @@ client-transport-security:
         let ep = c.client_endpoint(Path::new("/x.yml")).unwrap();
         assert_eq!(ep.url, "http://10.1.1.1:1");
         assert!(ep.tls.is_none());
+    }
+
+    #[test]
+    fn peers_members_and_updates() {
+        let c = EtcdConfig::parse(
+            "initial-advertise-peer-urls: http://a:2380, http://b:2380\ninitial-cluster: x=http://a:2380,y=http://c:1,x=http://b:2380\n",
+        )
+        .unwrap();
+        assert_eq!(c.peer_urls(), ["http://a:2380", "http://b:2380"]);
+        assert_eq!(c.initial_members(), ["x", "y"]);
+
+        let dir = std::env::temp_dir().join(format!("conf-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("etcd.conf.yml");
+        std::fs::write(&path, SAMPLE).unwrap();
+        let old = update_file(&path, &[("initial-cluster-token", "t2".into())]).unwrap();
+        assert_eq!(old, SAMPLE.as_bytes());
+        let c = EtcdConfig::load(&path).unwrap();
+        assert_eq!(c.initial_cluster_token.as_deref(), Some("t2"));
+        assert_eq!(c.name.as_deref(), Some("etcd0"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("heartbeat-interval: 100"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod config;
 pub mod snapshot;
+pub mod tool;
 
 pub use client::{LocalMember, MemberInfo, MemberStatus};
 pub use config::EtcdConfig;

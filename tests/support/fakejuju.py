@@ -32,7 +32,10 @@ STATUSES = {"maintenance", "blocked", "waiting", "active"}
 LOG_LEVELS = {"TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 SERVICE = "snap.etcd.etcd"
 ACTION_TOOLS = {"action-get", "action-set", "action-fail", "action-log"}
-TOOLS = sorted(ACTION_TOOLS | {"status-set", "juju-log", "resource-get", "systemctl"})
+TOOLS = sorted(
+    ACTION_TOOLS
+    | {"status-set", "juju-log", "resource-get", "relation-ids", "relation-list", "systemctl"}
+)
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -208,6 +211,62 @@ def tool_resource_get(unit, args):
     sys.stdout.write(path)
 
 
+def relations(unit):
+    """<unit>/juju/relations.json: {"cluster": {"cluster:0": ["etcd/1", ...]}}"""
+    return read_json(jpath(unit, "relations.json"), {})
+
+
+def fmt_list(args):
+    fmt = "smart"
+    rest = []
+    it = iter(args)
+    for a in it:
+        if a.startswith("--format="):
+            fmt = a.split("=", 1)[1]
+        elif a == "--format":
+            fmt = next(it, "")
+        else:
+            rest.append(a)
+    return fmt, rest
+
+
+def print_list(items, fmt):
+    if fmt == "json":
+        print(json.dumps(items))
+    else:
+        for i in items:
+            print(i)
+
+
+def tool_relation_ids(unit, args):
+    fmt, rest = fmt_list(args)
+    if len(rest) != 1:
+        raise ToolError("ERROR no endpoint name specified", 2)
+    import yaml
+
+    with open(os.path.join(unit_info(unit)["charm_dir"], "metadata.yaml")) as f:
+        meta = yaml.safe_load(f) or {}
+    endpoints = {}
+    for kind in ("peers", "provides", "requires"):
+        endpoints.update(meta.get(kind) or {})
+    if rest[0] not in endpoints:
+        raise ToolError(f'ERROR invalid value "{rest[0]}" for option -r: unknown endpoint', 2)
+    print_list(sorted(relations(unit).get(rest[0], {})), fmt)
+
+
+def tool_relation_list(unit, args):
+    fmt, rest = fmt_list(args)
+    rid = os.environ.get("JUJU_RELATION_ID", "")
+    if "-r" in rest:
+        i = rest.index("-r")
+        rid = rest[i + 1] if i + 1 < len(rest) else ""
+    for rels in relations(unit).values():
+        if rid in rels:
+            print_list(sorted(rels[rid]), fmt)
+            return
+    raise ToolError(f'ERROR invalid value "{rid}" for option -r: relation not found', 2)
+
+
 # --------------------------------------------------------------- systemctl
 
 
@@ -226,17 +285,36 @@ def etcd_pid(unit):
         return None
 
 
+def take_fault(unit, name):
+    """Fault injection: svc/<name> holds how many more starts it affects."""
+    path = svc(unit, name)
+    try:
+        with open(path) as f:
+            left = int(f.read().strip() or "0")
+    except FileNotFoundError:
+        return False
+    if left <= 0:
+        return False
+    with open(path, "w") as f:
+        f.write(str(left - 1))
+    return True
+
+
 def start_etcd(unit):
     if etcd_pid(unit):
         return
-    if os.path.exists(svc(unit, "refuse-start")):
+    if take_fault(unit, "refuse-start"):
         raise ToolError(
             f"Job for {SERVICE}.service failed because the control process exited with error code."
         )
     info = unit_info(unit)
     log = open(svc(unit, "etcd.log"), "ab")
+    cmd = [os.path.join(info["etcd_bin"], "etcd"), "--config-file", info["conf"]]
+    if take_fault(unit, "start-unhealthy"):
+        # A process that runs but never serves, as a wedged etcd would.
+        cmd = ["sleep", "3600"]
     proc = subprocess.Popen(
-        [os.path.join(info["etcd_bin"], "etcd"), "--config-file", info["conf"]],
+        cmd,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
@@ -298,6 +376,8 @@ TOOL_FUNCS = {
     "status-set": tool_status_set,
     "juju-log": tool_juju_log,
     "resource-get": tool_resource_get,
+    "relation-ids": tool_relation_ids,
+    "relation-list": tool_relation_list,
     "systemctl": tool_systemctl,
 }
 
@@ -334,6 +414,13 @@ def init_unit(argv):
     }
     write_json(jpath(unit, "unit.json"), info)
     me = os.path.abspath(__file__)
+    # etcd's own tools are on PATH on a real unit (the snap's); here they
+    # are links into the etcd build under test, so a test can swap one.
+    for tool in ("etcdctl", "etcdutl"):
+        src = os.path.join(info["etcd_bin"], tool)
+        dst = os.path.join(unit, "bin", tool)
+        if os.path.exists(src) and not os.path.lexists(dst):
+            os.symlink(src, dst)
     for tool in TOOLS:
         path = os.path.join(unit, "bin", tool)
         with open(path, "w") as f:

@@ -1,0 +1,538 @@
+//! The `restore` action: rebuild a single-member cluster from a snapshot,
+//! with a new cluster ID, keeping the old data until the new data is proven.
+//!
+//! Nothing destructive happens before everything checkable is checked: the
+//! lock, the source, the member count (one), the restore tool, the backup
+//! target, the whole archive, and etcd's own restore into a staging dir
+//! beside the data dir. Only then is etcd stopped and the data swapped; any
+//! failure from there on puts the old data back and starts etcd again.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::actions::{params, ActionContext};
+use crate::archive::reader::{verify_and_stage, Staged, VerifyError};
+use crate::archive::{ArchiveFile, OutputError};
+use crate::error::Error;
+use crate::etcd::client::{EtcdError, MemberInfo, MemberStatus};
+use crate::etcd::config::{update_file, ClientEndpoint};
+use crate::etcd::snapshot::hex;
+use crate::etcd::tool::{DbStatus, RestoreSpec, RestoreTool, ToolError};
+use crate::etcd::{id_hex, EtcdConfig, LocalMember};
+use crate::fsutil::{self, human_size, WorkDir};
+use crate::juju::Results;
+use crate::lock::ActionLock;
+use crate::service;
+use crate::timefmt::UtcTime;
+
+pub const DEFAULT_TARGET: &str = "/home/ubuntu/etcd-backups";
+pub const RESOURCE: &str = "snapshot";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("no snapshot was supplied: attach one with `juju attach-resource {app} {RESOURCE}=./etcd-snapshot-YYYY-MM-DD-HH.MM.SS.tar.gz` (or pass source=<path on the unit>) and run restore again")]
+    NoSnapshot { app: String },
+    #[error("the source {0} does not exist or is not a regular file")]
+    NoSource(PathBuf),
+    #[error("the source {0} is empty")]
+    EmptySource(PathBuf),
+    #[error("{0}; etcd was not touched")]
+    Verify(#[from] VerifyError),
+    #[error("the cluster has {count} members ({list}); restore only rebuilds a single-member cluster: deploy a new single-unit etcd application with this snapshot as its resource, run restore there, then grow it with juju add-unit")]
+    Scaled { count: usize, list: String },
+    #[error("bump-revision needs an etcd restore tool with --bump-revision (etcd 3.5.10+ or 3.4.27+), and this unit has {version}; run restore without bump-revision or upgrade etcd")]
+    NoBump { version: String },
+    #[error("the etcd config {path} names no {what}; cannot tell which member to restore")]
+    ConfigIncomplete { path: PathBuf, what: &'static str },
+    #[error("etcd's tool cannot read the snapshot's db ({0}); etcd was not touched")]
+    Status(ToolError),
+    #[error("{0}; etcd was not touched")]
+    Tool(ToolError),
+    #[error("cannot prepare the restore in {path}: {reason}; etcd was not touched")]
+    Prepare { path: PathBuf, reason: String },
+    #[error("the backup target {path} cannot be used: {reason}; choose another target (or skip-backup=true); etcd was not touched")]
+    Target { path: PathBuf, reason: String },
+    #[error("the restore failed while {step}: {reason}; {outcome}")]
+    Failed {
+        step: &'static str,
+        reason: String,
+        outcome: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreParams {
+    pub target: PathBuf,
+    pub skip_backup: bool,
+    pub bump_revision: u64,
+    pub source: Option<PathBuf>,
+    pub start_timeout: Duration,
+}
+
+impl RestoreParams {
+    pub fn from_map(p: &serde_json::Map<String, serde_json::Value>) -> Result<Self, Error> {
+        Ok(RestoreParams {
+            target: PathBuf::from(params::string(p, "target", DEFAULT_TARGET)?),
+            skip_backup: params::boolean(p, "skip-backup", false)?,
+            bump_revision: params::integer(p, "bump-revision", 0, 0..=(i64::MAX as u64 / 2))?,
+            source: params::optional_string(p, "source")?.map(PathBuf::from),
+            start_timeout: Duration::from_secs(params::integer(p, "start-timeout", 120, 1..=3600)?),
+        })
+    }
+}
+
+/// The snapshot to restore: `source`, else the `snapshot` resource.
+fn find_source(ctx: &ActionContext, p: &RestoreParams) -> Result<PathBuf, Error> {
+    let app = ctx
+        .env
+        .unit_name
+        .split('/')
+        .next()
+        .unwrap_or("etcd")
+        .to_string();
+    let path = match &p.source {
+        Some(path) => {
+            let meta = fs::metadata(path).map_err(|_| RestoreError::NoSource(path.clone()))?;
+            if !meta.is_file() {
+                return Err(RestoreError::NoSource(path.clone()).into());
+            }
+            if meta.len() == 0 {
+                return Err(RestoreError::EmptySource(path.clone()).into());
+            }
+            path.clone()
+        }
+        None => {
+            let path = ctx
+                .tools
+                .resource_get(RESOURCE)?
+                .ok_or_else(|| RestoreError::NoSnapshot { app: app.clone() })?;
+            // Juju accepts a zero-byte resource: that means "none supplied".
+            match fs::metadata(&path) {
+                Ok(m) if m.is_file() && m.len() > 0 => path,
+                _ => return Err(RestoreError::NoSnapshot { app }.into()),
+            }
+        }
+    };
+    Ok(path)
+}
+
+/// What the unit looked like before: the running member's view, if any.
+struct Before {
+    status: Option<MemberStatus>,
+}
+
+fn member_list(members: &[MemberInfo]) -> String {
+    members
+        .iter()
+        .map(|m| {
+            let name = if m.name.is_empty() {
+                "(unstarted)"
+            } else {
+                &m.name
+            };
+            format!("{name} {}", m.peer_urls.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Step 4: exactly one member, or refuse. A running etcd answers for
+/// itself; a stopped one is judged by its config and the peer relation.
+async fn count_members(
+    ctx: &ActionContext<'_>,
+    conf: &EtcdConfig,
+    endpoint: &ClientEndpoint,
+) -> Result<Before, Error> {
+    let live = async {
+        let m = LocalMember::connect(endpoint).await?;
+        let status = m.status().await?;
+        let members = m.members().await?;
+        Ok::<_, EtcdError>((status, members))
+    };
+    match live.await {
+        Ok((status, members)) => {
+            if members.len() != 1 {
+                return Err(RestoreError::Scaled {
+                    count: members.len(),
+                    list: member_list(&members),
+                }
+                .into());
+            }
+            ctx.progress(&format!(
+                "etcd is running with one member (cluster {}, revision {})",
+                id_hex(status.cluster_id),
+                status.revision
+            ));
+            Ok(Before {
+                status: Some(status),
+            })
+        }
+        Err(e) => {
+            let mut names = conf.initial_members();
+            for id in ctx.tools.relation_ids("cluster").unwrap_or_default() {
+                names.extend(ctx.tools.relation_list(&id).unwrap_or_default());
+            }
+            if names.len() > 1 {
+                return Err(RestoreError::Scaled {
+                    count: names.len(),
+                    list: names.join(", "),
+                }
+                .into());
+            }
+            ctx.progress(&format!(
+                "etcd is not answering ({e}); its config and the peer relation show a single member"
+            ));
+            Ok(Before { status: None })
+        }
+    }
+}
+
+/// Waits until the local member serves, with its member list.
+async fn wait_healthy(
+    endpoint: &ClientEndpoint,
+    limit: Duration,
+) -> Result<(MemberStatus, Vec<MemberInfo>), String> {
+    let deadline = Instant::now() + limit;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        let attempt = async {
+            let m = LocalMember::connect(endpoint).await?;
+            let s = m.status().await?;
+            let members = m.members().await?;
+            Ok::<_, EtcdError>((s, members))
+        };
+        match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+            Ok(Ok(ok)) => return Ok(ok),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "no answer within 10 seconds".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Err(format!(
+        "etcd did not become healthy within {} seconds ({last})",
+        limit.as_secs()
+    ))
+}
+
+fn new_token(stamp: &UtcTime) -> String {
+    let mut bytes = [0u8; 6];
+    let random = fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    if !random {
+        // Still unique enough: time and pid.
+        let seed = stamp.unix ^ u64::from(std::process::id()) << 20;
+        bytes.copy_from_slice(&seed.to_le_bytes()[..6]);
+    }
+    format!(
+        "etcd-restored-{}-{}",
+        stamp.stamp().replace('.', ""),
+        hex(&bytes)
+    )
+}
+
+/// What the swap changed, so it can be undone step by step.
+#[derive(Default)]
+struct Swap {
+    stopped: bool,
+    aside: Option<PathBuf>,
+    swapped: bool,
+    old_config: Option<Vec<u8>>,
+}
+
+struct Plan<'a> {
+    conf_path: &'a Path,
+    data_dir: &'a Path,
+    staging: &'a Path,
+    endpoint: &'a ClientEndpoint,
+    start_timeout: Duration,
+}
+
+fn io_reason(e: std::io::Error) -> String {
+    e.to_string()
+}
+
+/// Step 6: stop, move the old data aside, move the restored data in,
+/// update the config, start, wait until healthy.
+fn swap_in(
+    rt: &tokio::runtime::Runtime,
+    plan: &Plan,
+    swap: &mut Swap,
+    aside: &Path,
+    updates: &[(&str, String)],
+) -> Result<(MemberStatus, Vec<MemberInfo>), (&'static str, String)> {
+    swap.stopped = true;
+    service::stop().map_err(|e| ("stopping etcd", e.to_string()))?;
+    if service::is_active() {
+        return Err(("stopping etcd", "etcd is still running".into()));
+    }
+    if plan.data_dir.exists() {
+        fs::rename(plan.data_dir, aside)
+            .map_err(|e| ("moving the old data dir aside", io_reason(e)))?;
+        swap.aside = Some(aside.to_path_buf());
+    }
+    fs::rename(plan.staging.join("data"), plan.data_dir)
+        .map_err(|e| ("moving the restored data into place", io_reason(e)))?;
+    swap.swapped = true;
+    if let Some(parent) = plan.data_dir.parent() {
+        fsutil::sync_dir(parent).map_err(|e| ("syncing the data dir's parent", io_reason(e)))?;
+    }
+    swap.old_config = Some(
+        update_file(plan.conf_path, updates)
+            .map_err(|e| ("updating the etcd config", e.to_string()))?,
+    );
+    service::start().map_err(|e| ("starting etcd on the restored data", e.to_string()))?;
+    rt.block_on(wait_healthy(plan.endpoint, plan.start_timeout))
+        .map_err(|e| ("waiting for etcd on the restored data", e))
+}
+
+/// Step 8: put everything back as it was and start etcd again.
+fn roll_back(rt: &tokio::runtime::Runtime, plan: &Plan, swap: &Swap) -> Result<String, String> {
+    if !swap.stopped {
+        return Ok("etcd was not touched".into());
+    }
+    let _ = service::stop();
+    if service::is_active() {
+        return Err("etcd could not be stopped to put the old data back".into());
+    }
+    if swap.swapped && plan.data_dir.exists() {
+        fs::rename(plan.data_dir, plan.staging.join("failed-data"))
+            .map_err(|e| format!("cannot move the restored data out of the way: {e}"))?;
+    }
+    if let Some(aside) = &swap.aside {
+        fs::rename(aside, plan.data_dir).map_err(|e| {
+            format!(
+                "cannot move the old data back from {}: {e}",
+                aside.display()
+            )
+        })?;
+    }
+    if let Some(old) = &swap.old_config {
+        fsutil::replace_file(plan.conf_path, old)
+            .map_err(|e| format!("cannot put the old etcd config back: {e}"))?;
+    }
+    service::start().map_err(|e| format!("etcd did not start on the old data: {e}"))?;
+    let (status, _) = rt.block_on(wait_healthy(plan.endpoint, plan.start_timeout))?;
+    Ok(format!(
+        "the old data was put back and etcd is serving it again as cluster {}",
+        id_hex(status.cluster_id)
+    ))
+}
+
+pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
+    let p = RestoreParams::from_map(&ctx.tools.action_params()?)?;
+    let _lock = ActionLock::acquire(&ctx.paths.state_dir(), "restore")?;
+    let conf_path = ctx.paths.conf();
+    let conf = EtcdConfig::load(conf_path)?;
+    let endpoint = conf.client_endpoint(conf_path)?;
+    let incomplete = |what| RestoreError::ConfigIncomplete {
+        path: conf_path.to_path_buf(),
+        what,
+    };
+    let name = conf.name.clone().ok_or_else(|| incomplete("member name"))?;
+    let data_dir = conf.data_dir().ok_or_else(|| incomplete("data-dir"))?;
+    let peer_urls = conf.peer_urls();
+    if peer_urls.is_empty() {
+        return Err(incomplete("initial-advertise-peer-urls").into());
+    }
+    let rt = crate::actions::runtime()?;
+
+    // Checks first: source, member count, tool, backup target, archive.
+    let source = find_source(ctx, &p)?;
+    let before = rt.block_on(count_members(ctx, &conf, &endpoint))?;
+    let tool = RestoreTool::find(&ctx.paths.under_root("snap/bin")).map_err(RestoreError::Tool)?;
+    if p.bump_revision > 0 && !tool.supports_bump_revision() {
+        return Err(RestoreError::NoBump {
+            version: tool.version(),
+        }
+        .into());
+    }
+    let stamp = UtcTime::now();
+    let mut backup = if p.skip_backup {
+        None
+    } else {
+        let target_err = |reason: String| RestoreError::Target {
+            path: p.target.clone(),
+            reason,
+        };
+        match fs::metadata(&p.target) {
+            Ok(m) if !m.is_dir() => return Err(target_err("it is not a directory".into()).into()),
+            Ok(_) => {}
+            Err(_) => {
+                fsutil::create_private_dir(&p.target).map_err(|e| target_err(e.to_string()))?
+            }
+        }
+        let name = format!("etcd-data-{}.tar.gz", stamp.stamp());
+        Some(
+            ArchiveFile::create(&p.target, &name, 6).map_err(|e| match e {
+                OutputError::Create { source, .. } => target_err(source.to_string()),
+                other => target_err(other.to_string()),
+            })?,
+        )
+    };
+
+    let base = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "etcd-data".into());
+    let staging_path = data_dir.with_file_name(format!("{base}.restore-{}", stamp.stamp()));
+    let parent = data_dir.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let prepare = |reason: String| RestoreError::Prepare {
+        path: parent.clone(),
+        reason,
+    };
+    fsutil::create_private_dir(&parent).map_err(|e| prepare(e.to_string()))?;
+    let mut staging = WorkDir::create(staging_path).map_err(|e| prepare(e.to_string()))?;
+
+    ctx.progress(&format!("verifying {}", source.display()));
+    let staged: Staged = verify_and_stage(&source, staging.path()).map_err(RestoreError::from)?;
+    let db: DbStatus = tool.status(&staged.db).map_err(RestoreError::Status)?;
+    ctx.progress(&format!(
+        "verified a {} ({} db, revision {}, {} keys{})",
+        staged.kind,
+        human_size(staged.db_size),
+        db.revision,
+        db.total_key,
+        if staged.has_trailer {
+            ", SHA-256 trailer checked"
+        } else {
+            ", no SHA-256 trailer to check"
+        }
+    ));
+
+    let token = new_token(&stamp);
+    tool.restore(&RestoreSpec {
+        db: &staged.db,
+        name: &name,
+        peer_urls: &peer_urls,
+        token: &token,
+        data_dir: &staging.path().join("data"),
+        skip_hash_check: !staged.has_trailer,
+        bump_revision: p.bump_revision,
+    })
+    .map_err(RestoreError::Tool)?;
+    ctx.progress("etcd's restore tool rebuilt the data in staging; stopping etcd to swap it in");
+
+    let staging_dir = staging.path().to_path_buf();
+    let plan = Plan {
+        conf_path,
+        data_dir: &data_dir,
+        staging: &staging_dir,
+        endpoint: &endpoint,
+        start_timeout: p.start_timeout,
+    };
+    let aside = data_dir.with_file_name(format!("{base}.pre-restore-{}", stamp.stamp()));
+    let initial_cluster = peer_urls
+        .iter()
+        .map(|u| format!("{name}={u}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let updates = [
+        ("initial-cluster-token", token.clone()),
+        ("initial-cluster", initial_cluster),
+    ];
+    let mut swap = Swap::default();
+    let fail = |step: &'static str, reason: String, swap: &Swap, staging: &mut WorkDir| {
+        let outcome = match roll_back(&rt, &plan, swap) {
+            Ok(done) => done,
+            Err(e) => {
+                // Keep every byte for a human: nothing is deleted.
+                staging.keep();
+                format!(
+                    "putting the old data back failed too ({e}); the old data is at {}, see {}",
+                    swap.aside.as_deref().unwrap_or(&data_dir).display(),
+                    staging_dir.display()
+                )
+            }
+        };
+        Error::from(RestoreError::Failed {
+            step,
+            reason,
+            outcome,
+        })
+    };
+
+    let (status, members) = match swap_in(&rt, &plan, &mut swap, &aside, &updates) {
+        Ok(ok) => ok,
+        Err((step, reason)) => return Err(fail(step, reason, &swap, &mut staging)),
+    };
+
+    // Step 7: prove it, then back up the old data, then delete it.
+    let wanted = db.revision.saturating_add(p.bump_revision as i64);
+    let problem = if members.len() != 1 {
+        Some(format!("it has {} members", members.len()))
+    } else if before
+        .status
+        .as_ref()
+        .is_some_and(|b| b.cluster_id == status.cluster_id)
+    {
+        Some("its cluster ID did not change".to_string())
+    } else if status.revision < wanted {
+        Some(format!(
+            "its revision {} is below the snapshot's {wanted}",
+            status.revision
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = problem {
+        return Err(fail(
+            "checking the restored etcd",
+            reason,
+            &swap,
+            &mut staging,
+        ));
+    }
+    ctx.progress(&format!(
+        "etcd serves the restored data as cluster {} at revision {}",
+        id_hex(status.cluster_id),
+        status.revision
+    ));
+
+    let mut r = Results::new();
+    if let (Some(mut out), Some(aside)) = (backup.take(), swap.aside.as_ref()) {
+        let path = out.final_path().to_path_buf();
+        let written = out
+            .writer()
+            .append_tree(aside, "")
+            .map_err(|e| e.to_string())
+            .and_then(|_| out.publish().map_err(|e| e.to_string()));
+        match written {
+            Ok(published) => {
+                ctx.progress(&format!(
+                    "backed up the old data to {} ({})",
+                    published.path.display(),
+                    human_size(published.bytes)
+                ));
+                r.set("backup.path", published.path.display().to_string())?;
+                r.set("backup.sha256", hex(&published.sha256))?;
+                r.set("backup.bytes", published.bytes.to_string())?;
+            }
+            Err(reason) => {
+                let reason = format!("{reason} (writing {})", path.display());
+                return Err(fail("backing up the old data", reason, &swap, &mut staging));
+            }
+        }
+    }
+    if let Some(aside) = &swap.aside {
+        if let Err(e) = fs::remove_dir_all(aside) {
+            ctx.progress(&format!("could not remove {}: {e}", aside.display()));
+        }
+    }
+
+    r.set("restore.source", source.display().to_string())?;
+    r.set("restore.kind", staged.kind)?;
+    r.set("restore.revision", status.revision.to_string())?;
+    r.set("restore.snapshot-revision", db.revision.to_string())?;
+    r.set("restore.cluster-id", id_hex(status.cluster_id))?;
+    r.set(
+        "restore.previous-cluster-id",
+        before
+            .status
+            .as_ref()
+            .map_or_else(|| "unknown".to_string(), |s| id_hex(s.cluster_id)),
+    )?;
+    r.set("restore.member", name)?;
+    Ok(r)
+}

@@ -1,0 +1,55 @@
+//! The etcd service, through systemctl.
+
+use std::process::Command;
+
+pub const SERVICE: &str = "snap.etcd.etcd";
+
+#[derive(Debug, thiserror::Error)]
+#[error("systemctl {verb} {SERVICE} failed: {detail}")]
+pub struct ServiceError {
+    pub verb: &'static str,
+    pub detail: String,
+}
+
+fn systemctl(verb: &'static str) -> Result<(), ServiceError> {
+    let out = Command::new("systemctl")
+        .args([verb, SERVICE])
+        .output()
+        .map_err(|e| ServiceError {
+            verb,
+            detail: e.to_string(),
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stderr);
+    let detail = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    Err(ServiceError {
+        verb,
+        detail: if detail.is_empty() {
+            format!("exit status {}", out.status.code().unwrap_or(-1))
+        } else {
+            detail.to_string()
+        },
+    })
+}
+
+pub fn start() -> Result<(), ServiceError> {
+    systemctl("start")
+}
+
+pub fn stop() -> Result<(), ServiceError> {
+    systemctl("stop")
+}
+
+pub fn is_active() -> bool {
+    Command::new("systemctl")
+        .args(["is-active", "--quiet", SERVICE])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
