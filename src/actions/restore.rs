@@ -123,6 +123,8 @@ struct Before {
 }
 
 fn member_list(members: &[MemberInfo]) -> String {
+    let mut members: Vec<&MemberInfo> = members.iter().collect();
+    members.sort_by(|a, b| a.name.cmp(&b.name).then(a.peer_urls.cmp(&b.peer_urls)));
     members
         .iter()
         .map(|m| {
