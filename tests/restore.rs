@@ -163,7 +163,7 @@ fn restore_ok(version: &'static str, via_source: bool) {
     assert_eq!(mode(&backups), 0o700);
     assert_eq!(o.result("backup.sha256"), sha256_file(&backup));
     assert_eq!(
-        list(&unit.data_dir().parent().expect("parent")),
+        list(unit.data_dir().parent().expect("parent")),
         ["etcd1.etcd"]
     );
 
@@ -234,12 +234,10 @@ fn refuses_three_members(version: &'static str) {
     units[0].put("/keep", "me");
     let archive = snapshot(&units[0], &t.path().join("snaps"));
     let (cluster, _, _) = units[0].status();
-    let current = units[0].root.parent().expect("unit dir").to_path_buf();
     let before: Vec<Vec<String>> = units
         .iter()
         .map(|u| tree(&u.root.join("var/snap/etcd/current")))
         .collect();
-    let _ = current;
 
     attach(&units[1], Some(&archive));
     let backups = t.path().join("backups");
@@ -704,7 +702,7 @@ fn skip_backup_writes_no_backup() {
     assert!(!backups.exists());
     assert!(!o.results.contains_key("backup.path"));
     assert_eq!(
-        list(&s.unit.data_dir().parent().expect("parent")),
+        list(s.unit.data_dir().parent().expect("parent")),
         ["etcd1.etcd"]
     );
     assert_eq!(s.unit.get("/a/1").as_deref(), Some("from-a-1"));
