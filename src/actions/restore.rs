@@ -391,7 +391,7 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     let staged: Staged = verify_and_stage(&source, staging.path()).map_err(RestoreError::from)?;
     let db: DbStatus = tool.status(&staged.db).map_err(RestoreError::Status)?;
     ctx.progress(&format!(
-        "verified a {} ({} db, revision {}, {} keys{})",
+        "verified the snapshot: {}, {} db, revision {}, {} keys{}",
         staged.kind,
         human_size(staged.db_size),
         db.revision,

@@ -1,8 +1,9 @@
 #!/bin/sh
-# ./charm demo: the charm end to end on this machine. A real etcd runs on
-# loopback inside a simulated unit; the packed charm's dispatch runs the
-# snapshot action exactly as the Juju unit agent would (fakejuju.py plays
-# Juju), and the archive is checked with the tools an operator would use.
+# ./charm demo: the charm end to end on this machine. Real etcd servers run
+# on loopback inside simulated units; the built charm's dispatch runs the
+# snapshot and restore actions exactly as the Juju unit agent would
+# (fakejuju.py plays Juju), and the results are checked with the tools an
+# operator would use.
 set -eu
 
 charm_dir=$1
@@ -12,54 +13,68 @@ fake="$here/fakejuju.py"
 bin="$deps/etcd-3.5.16/bin"
 
 work=$(mktemp -d /tmp/etcd-charm-demo.XXXXXX)
-unit="$work/unit-etcd-0"
-root="$unit/root"
-common="$root/var/snap/etcd/common"
-conf="$common/etcd.conf.yml"
-mkdir -p "$common"
+units=""
 
 cleanup() {
-    [ -x "$unit/bin/systemctl" ] && "$unit/bin/systemctl" stop snap.etcd.etcd || true
+    for u in $units; do "$u/bin/systemctl" stop snap.etcd.etcd || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
 
+step() { printf '\n\033[1m## %s\033[0m\n' "$*"; }
+show() { printf '$ %s\n' "$*"; }
+etcdctl() { ETCDCTL_API=3 "$bin/etcdctl" --endpoints="$client" "$@"; }
+cluster_id() {
+    etcdctl endpoint status -w json |
+        python3 -c 'import json,sys; print("%x" % json.load(sys.stdin)[0]["Status"]["header"]["cluster_id"])'
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-cport=$(free_port)
-pport=$(free_port)
-client="http://127.0.0.1:$cport"
 
-cat >"$conf" <<EOF
-name: etcd0
-data-dir: $root/var/snap/etcd/current/etcd0.etcd
-listen-client-urls: $client
-advertise-client-urls: $client
+# make_unit DIR UNIT MEMBER TOKEN: a simulated unit with its own etcd config.
+make_unit() {
+    dir=$1 unit_name=$2 member=$3 token=$4
+    root="$dir/root"
+    common="$root/var/snap/etcd/common"
+    mkdir -p "$common"
+    cport=$(free_port)
+    pport=$(free_port)
+    cat >"$common/etcd.conf.yml" <<EOF
+name: $member
+data-dir: $root/var/snap/etcd/current/$member.etcd
+listen-client-urls: http://127.0.0.1:$cport
+advertise-client-urls: http://127.0.0.1:$cport
 listen-peer-urls: http://127.0.0.1:$pport
 initial-advertise-peer-urls: http://127.0.0.1:$pport
-initial-cluster: etcd0=http://127.0.0.1:$pport
-initial-cluster-token: demo-cluster
+initial-cluster: $member=http://127.0.0.1:$pport
+initial-cluster-token: $token
 initial-cluster-state: new
 logger: zap
 log-level: warn
 EOF
+    python3 "$fake" init-unit "$dir" --unit "$unit_name" --charm-dir "$charm_dir" \
+        --etcd-bin "$bin" --conf "$common/etcd.conf.yml" --root "$root"
+    echo "http://127.0.0.1:$cport" >"$dir/client-url"
+    units="$units $dir"
+}
 
-python3 "$fake" init-unit "$unit" --unit etcd/0 --charm-dir "$charm_dir" \
-    --etcd-bin "$bin" --conf "$conf" --root "$root"
+start_unit() {
+    "$1/bin/systemctl" start snap.etcd.etcd
+    client=$(cat "$1/client-url")
+    i=0
+    until etcdctl endpoint health >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ $i -lt 100 ] || { echo "etcd did not start"; cat "$1/svc/etcd.log"; exit 1; }
+        sleep 0.2
+    done
+}
 
-step() { printf '\n\033[1m## %s\033[0m\n' "$*"; }
-show() { printf '$ %s\n' "$*"; }
-etcdctl() { ETCDCTL_API=3 "$bin/etcdctl" --endpoints="$client" "$@"; }
-
-step "etcd $("$bin/etcd" --version | sed -n 's/etcd Version: //p') starts as snap.etcd.etcd on $client"
-"$unit/bin/systemctl" start snap.etcd.etcd
-i=0
-until etcdctl endpoint health >/dev/null 2>&1; do
-    i=$((i + 1))
-    [ $i -lt 100 ] || { echo "etcd did not start"; cat "$unit/svc/etcd.log"; exit 1; }
-    sleep 0.2
-done
+unit="$work/unit-etcd-0"
+make_unit "$unit" etcd/0 etcd0 demo-cluster
+start_unit "$unit"
+step "etcd $("$bin/etcd" --version | sed -n 's/etcd Version: //p') runs as snap.etcd.etcd on $client (unit etcd/0)"
 etcdctl endpoint status -w table
 
 step "a workload writes keys"
@@ -98,4 +113,29 @@ tar xzf "$path" -C "$work/x"
 show "etcdutl snapshot status db -w table"
 "$bin/etcdutl" snapshot status "$work/x/db" -w table
 
-step "done: the unit's etcd is stopped and $work removed"
+step "a new single-unit application gets the snapshot as its resource"
+new="$work/unit-new-etcd-0"
+make_unit "$new" new-etcd/0 new-etcd0 other-cluster
+start_unit "$new"
+etcdctl put /registry/pods/default/unrelated '{"kind":"pods"}' >/dev/null
+show "juju deploy ./target/etcd.charm new-etcd --resource snapshot=./$(basename "$path")"
+python3 "$fake" resource "$new" snapshot "$path"
+show "etcdctl get --prefix --keys-only /registry        # on new-etcd/0, before"
+etcdctl get --prefix --keys-only /registry | sed '/^$/d'
+before=$(cluster_id)
+echo "cluster ID: $before"
+
+step "the operator restores it"
+show "juju run new-etcd/0 restore target=$work/backups"
+python3 "$fake" run-action "$new" restore "target=$work/backups"
+
+step "new-etcd/0 serves the snapshot's keys as a new cluster"
+show "etcdctl get --prefix --keys-only /registry        # on new-etcd/0, after"
+etcdctl get --prefix --keys-only /registry | sed '/^$/d'
+echo "cluster ID: $(cluster_id) (was $before)"
+show "etcdctl member list -w table"
+etcdctl member list -w table
+show "ls -l $work/backups"
+ls -l "$work/backups"
+
+step "done: both units' etcd stopped and $work removed"
