@@ -129,6 +129,14 @@ impl Drop for WorkDir {
     }
 }
 
+/// This process's peak resident memory (VmHWM), in bytes, if known.
+pub fn peak_rss() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// `du -h` style sizes: 68K, 1.2M, 15G.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];

@@ -250,9 +250,10 @@ async fn take(
     let (sha, bytes) = (published.sha256, published.bytes);
     let secs = started.elapsed().as_secs_f64();
     ctx.progress(&format!(
-        "wrote {} ({}) in {secs:.1} s",
+        "wrote {} ({}) in {secs:.1} s, peak memory {}",
         final_path.display(),
-        human_size(bytes)
+        human_size(bytes),
+        fsutil::peak_rss().map_or_else(|| "unknown".to_string(), human_size)
     ));
 
     let mut r = Results::new();
