@@ -5,6 +5,7 @@ pub mod manifest;
 pub mod naming;
 pub mod output;
 pub mod reader;
+pub mod tarread;
 pub mod writer;
 
 pub use manifest::Manifest;

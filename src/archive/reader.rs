@@ -16,6 +16,7 @@ use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 
 use super::manifest::Manifest;
+use super::tarread::{EntryData, TarReader};
 use crate::etcd::snapshot::{hex, StreamError, TrailerCheck, TRAILER_LEN};
 use crate::fsutil;
 
@@ -162,18 +163,6 @@ fn entry_name(raw: &str) -> Result<String, VerifyError> {
     Ok(name.trim_end_matches('/').to_string())
 }
 
-fn kind_name(t: tar::EntryType) -> String {
-    match t {
-        tar::EntryType::Symlink => "symbolic link".into(),
-        tar::EntryType::Link => "hard link".into(),
-        tar::EntryType::Char => "character device".into(),
-        tar::EntryType::Block => "block device".into(),
-        tar::EntryType::Fifo => "fifo".into(),
-        tar::EntryType::Directory => "directory".into(),
-        other => format!("tar entry of type {:?}", other.as_byte() as char),
-    }
-}
-
 /// Verifies `path` completely and stages its db as `staging/db`.
 pub fn verify_and_stage(path: &Path, staging: &Path) -> Result<Staged, VerifyError> {
     let open = |source| VerifyError::Open {
@@ -224,30 +213,27 @@ fn verify_tar_gz(path: &Path, len: u64, dest: &Path) -> Result<Staged, VerifyErr
         path: path.to_path_buf(),
         source,
     })?;
-    let mut archive =
-        tar::Archive::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file)));
+    let mut archive = TarReader::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file)));
     let mut db: Option<(bool, u64, String)> = None;
     let mut manifest: Option<Manifest> = None;
     let mut saw_manifest = false;
     let limit = len.saturating_mul(MAX_RATIO).saturating_add(1 << 20);
-    for entry in archive.entries().map_err(damaged)? {
-        let mut entry = entry.map_err(damaged)?;
-        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    while let Some(header) = archive.next_entry().map_err(damaged)? {
+        let raw = header.name.clone();
         let name = entry_name(&raw)?;
-        let kind = entry.header().entry_type();
         if name == "member" || name.starts_with("member/") {
             return Err(VerifyError::V2Store);
         }
-        if name.is_empty() && kind.is_dir() {
+        if name.is_empty() && header.is_dir() {
             continue;
         }
-        if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+        if !header.is_file() {
             return Err(VerifyError::EntryKind {
                 name: raw,
-                kind: kind_name(kind),
+                kind: header.kind_name(),
             });
         }
-        let size = entry.size();
+        let size = header.size;
         if size > limit {
             return Err(VerifyError::TooLarge {
                 name: raw,
@@ -260,7 +246,7 @@ fn verify_tar_gz(path: &Path, len: u64, dest: &Path) -> Result<Staged, VerifyErr
                 if db.is_some() {
                     return Err(VerifyError::Duplicate(raw));
                 }
-                db = Some(stage_db(&mut entry, size, dest)?);
+                db = Some(stage_db(&mut EntryData(&mut archive), size, dest)?);
             }
             "snapshot.json" => {
                 if saw_manifest {
@@ -275,7 +261,9 @@ fn verify_tar_gz(path: &Path, len: u64, dest: &Path) -> Result<Staged, VerifyErr
                     });
                 }
                 let mut text = Vec::new();
-                entry.read_to_end(&mut text).map_err(damaged)?;
+                EntryData(&mut archive)
+                    .read_to_end(&mut text)
+                    .map_err(damaged)?;
                 manifest = Some(
                     serde_json::from_slice(&text)
                         .map_err(|e| VerifyError::Manifest(format!("unreadable: {e}")))?,
