@@ -131,6 +131,11 @@ fn restore_ok(version: &'static str, via_source: bool) {
     let (new_cluster, _, revision) = unit.status();
     assert_ne!(new_cluster, old_cluster);
     assert_eq!(member_count(unit), 1);
+    // The member keeps its name and peer URL from the config.
+    let members = unit.etcdctl(&["member", "list"]);
+    let line = String::from_utf8_lossy(&members.stdout).to_string();
+    assert!(line.contains(", etcd1, "), "{line}");
+    assert!(line.contains(&unit.spec.peer_url()), "{line}");
     assert!(
         revision >= s.snap_revision,
         "{revision} < {}",
