@@ -421,8 +421,25 @@ fn bounded_memory(mib: usize) {
     assert!(peak < 64 << 20, "peak RSS {peak} bytes");
     // Progress stayed a few lines on a big db too.
     assert!(o.logs.len() <= 8, "{:?}", o.logs);
-    let entries = read_archive(Path::new(o.result("snapshot.path")));
+    let path = Path::new(o.result("snapshot.path"));
+    let entries = read_archive(path);
     assert_eq!(entries[0].2.len() as u64, db_size + 32);
+    // Many gzip members, one stream to the tools operators use.
+    let gzip_t = std::process::Command::new("gzip")
+        .arg("-t")
+        .arg(path)
+        .status()
+        .expect("gzip -t");
+    assert!(gzip_t.success());
+    let listing = std::process::Command::new("tar")
+        .arg("tzvf")
+        .arg(path)
+        .output()
+        .expect("tar tzvf");
+    assert!(listing.status.success());
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(text.contains(&format!(" {} ", db_size + 32)), "{text}");
+    assert!(text.contains("snapshot.json"), "{text}");
 }
 
 #[test]

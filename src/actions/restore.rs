@@ -323,6 +323,7 @@ fn roll_back(rt: &tokio::runtime::Runtime, plan: &Plan, swap: &Swap) -> Result<S
 }
 
 pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
+    let started = Instant::now();
     let p = RestoreParams::from_map(&ctx.tools.action_params()?)?;
     let _lock = ActionLock::acquire(&ctx.paths.state_dir(), "restore")?;
     let conf_path = ctx.paths.conf();
@@ -389,13 +390,21 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
 
     ctx.progress(&format!("verifying {}", source.display()));
     let staged: Staged = verify_and_stage(&source, staging.path()).map_err(RestoreError::from)?;
-    let db: DbStatus = tool.status(&staged.db).map_err(RestoreError::Status)?;
+    // The revision to expect after the restore: from the verified manifest,
+    // else from etcd's own reading of the db (a full pass over it, so only
+    // when there is no manifest).
+    let snapshot_revision = match &staged.manifest {
+        Some(m) => m.revision,
+        None => {
+            let db: DbStatus = tool.status(&staged.db).map_err(RestoreError::Status)?;
+            db.revision
+        }
+    };
     ctx.progress(&format!(
-        "verified the snapshot: {}, {} db, revision {}, {} keys{}",
+        "verified the snapshot: {}, {} db, revision {}{}",
         staged.kind,
         human_size(staged.db_size),
-        db.revision,
-        db.total_key,
+        snapshot_revision,
         if staged.has_trailer {
             ", SHA-256 trailer checked"
         } else {
@@ -461,7 +470,7 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     };
 
     // Step 7: prove it, then back up the old data, then delete it.
-    let wanted = db.revision.saturating_add(p.bump_revision as i64);
+    let wanted = snapshot_revision.saturating_add(p.bump_revision as i64);
     let problem = if members.len() != 1 {
         Some(format!("it has {} members", members.len()))
     } else if before
@@ -523,10 +532,15 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
         }
     }
 
+    ctx.progress(&format!(
+        "restore done in {:.1} s, peak memory {}",
+        started.elapsed().as_secs_f64(),
+        fsutil::peak_rss().map_or_else(|| "unknown".to_string(), human_size)
+    ));
     r.set("restore.source", source.display().to_string())?;
     r.set("restore.kind", staged.kind)?;
     r.set("restore.revision", status.revision.to_string())?;
-    r.set("restore.snapshot-revision", db.revision.to_string())?;
+    r.set("restore.snapshot-revision", snapshot_revision.to_string())?;
     r.set("restore.cluster-id", id_hex(status.cluster_id))?;
     r.set(
         "restore.previous-cluster-id",

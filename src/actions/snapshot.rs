@@ -68,7 +68,7 @@ impl SnapshotParams {
         Ok(SnapshotParams {
             target: PathBuf::from(params::string(p, "target", DEFAULT_TARGET)?),
             keep: params::integer(p, "keep", 0, 0..=100_000)?,
-            compression_level: params::integer(p, "compression-level", 6, 1..=9)? as u32,
+            compression_level: params::integer(p, "compression-level", 1, 1..=12)? as u32,
             stall_timeout: Duration::from_secs(params::integer(
                 p,
                 "stall-timeout",

@@ -4,6 +4,7 @@
 pub mod manifest;
 pub mod naming;
 pub mod output;
+pub mod pgzip;
 pub mod reader;
 pub mod tarread;
 pub mod writer;

@@ -6,8 +6,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
+use super::pgzip::{default_threads, ParallelGz};
 use sha2::{Digest, Sha256};
 
 const BLOCK: u64 = 512;
@@ -48,7 +47,7 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 pub struct ArchiveWriter<W: Write> {
-    gz: GzEncoder<W>,
+    gz: ParallelGz<W>,
     /// Bytes still owed to the open entry.
     open: Option<(String, u64, u64)>,
 }
@@ -56,7 +55,7 @@ pub struct ArchiveWriter<W: Write> {
 impl<W: Write> ArchiveWriter<W> {
     pub fn new(out: W, level: u32) -> Self {
         ArchiveWriter {
-            gz: GzEncoder::new(out, Compression::new(level)),
+            gz: ParallelGz::new(out, level, default_threads()),
             open: None,
         }
     }

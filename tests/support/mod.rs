@@ -727,7 +727,7 @@ pub fn mode(path: &Path) -> u32 {
 /// The entries of a tar.gz: (name, mode, bytes).
 pub fn read_archive(path: &Path) -> Vec<(String, u32, Vec<u8>)> {
     let f = fs::File::open(path).expect("open archive");
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(f));
     ar.entries()
         .expect("tar entries")
         .map(|e| {
