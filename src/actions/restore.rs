@@ -28,6 +28,9 @@ use crate::timefmt::UtcTime;
 
 pub const DEFAULT_TARGET: &str = "/home/ubuntu/etcd-backups";
 pub const RESOURCE: &str = "snapshot";
+/// The backup is written while etcd already serves the restored data, so a
+/// smaller archive is worth a little time here.
+const BACKUP_LEVEL: u32 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -368,7 +371,7 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
         }
         let name = format!("etcd-data-{}.tar.gz", stamp.stamp());
         Some(
-            ArchiveFile::create(&p.target, &name, 6).map_err(|e| match e {
+            ArchiveFile::create(&p.target, &name, BACKUP_LEVEL).map_err(|e| match e {
                 OutputError::Create { source, .. } => target_err(source.to_string()),
                 other => target_err(other.to_string()),
             })?,
