@@ -226,16 +226,7 @@ fn restore_from_source_path_3_5() {
 fn refuses_three_members(version: &'static str) {
     let t = TestDir::new(&format!("restore-three-{version}"));
     let etcd = Etcd::get(version);
-    let units: Vec<Unit> = support::cluster_specs(3, false)
-        .into_iter()
-        .map(|s| Unit::new(t.path(), &etcd, s))
-        .collect();
-    for u in &units {
-        u.start_no_wait();
-    }
-    for u in &units {
-        u.wait_healthy(Duration::from_secs(30));
-    }
+    let units = support::start_cluster(t.path(), &etcd, 3);
     units[0].put("/keep", "me");
     let archive = snapshot(&units[0], &t.path().join("snaps"));
     let (cluster, _, _) = units[0].status();

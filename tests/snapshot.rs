@@ -183,16 +183,7 @@ fn snapshot_over_tls_with_client_cert_auth_3_5() {
 fn snapshot_on_one_member_of_three(version: &'static str) {
     let t = TestDir::new(&format!("three-{version}"));
     let etcd = Etcd::get(version);
-    let units: Vec<Unit> = support::cluster_specs(3, false)
-        .into_iter()
-        .map(|s| Unit::new(t.path(), &etcd, s))
-        .collect();
-    for u in &units {
-        u.start_no_wait();
-    }
-    for u in &units {
-        u.wait_healthy(Duration::from_secs(30));
-    }
+    let units = support::start_cluster(t.path(), &etcd, 3);
     units[0].put("/shared/a", "1");
     let (cluster_id, member1, _) = units[1].status();
 
@@ -452,6 +443,51 @@ fn memory_is_bounded_on_a_256_mib_db() {
 #[ignore = "fills 1 GiB; run by hand to measure"]
 fn memory_is_bounded_on_a_1_gib_db() {
     bounded_memory(1024);
+}
+
+/// A stream that stops moving (etcd paused with SIGSTOP) fails after the
+/// stall timeout instead of hanging, and leaves nothing.
+#[test]
+fn stalled_stream_fails_after_the_timeout() {
+    let t = TestDir::new("stalled");
+    let etcd = Etcd::get(V35);
+    let unit = Unit::new(t.path(), &etcd, Spec::single(0, false));
+    unit.start();
+    unit.fill(120 << 20, 1 << 20);
+    let target = t.path().join("snaps");
+    let child = unit.spawn_action(
+        "snapshot",
+        &[
+            &format!("target={}", target.display()),
+            "compression-level=12",
+            "stall-timeout=3",
+        ],
+    );
+    // Data in the .part means the stream is flowing.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !list(&target)
+        .iter()
+        .any(|n| n.ends_with(".part") && fs::metadata(target.join(n)).map_or(0, |m| m.len()) > 0)
+    {
+        assert!(Instant::now() < deadline, "snapshot never started writing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = unit.etcd_pid().expect("etcd running").to_string();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill")
+    };
+    assert!(signal("-STOP").success());
+    let stopped = Instant::now();
+    let o = Unit::finish_action(child, Duration::from_secs(60));
+    let waited = stopped.elapsed();
+    assert!(signal("-CONT").success());
+    o.assert_failed_with("the snapshot stream stalled: no data for 3 seconds");
+    assert!(waited < Duration::from_secs(30), "took {waited:?}");
+    assert!(list(&target).is_empty(), "left behind: {:?}", list(&target));
+    unit.wait_healthy(Duration::from_secs(10));
 }
 
 #[test]

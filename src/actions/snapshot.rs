@@ -201,7 +201,7 @@ async fn take(
         source,
     };
 
-    let snap = member.snapshot().await?;
+    let snap = member.snapshot(p.stall_timeout).await?;
     // A few lines for `juju run` to show: each quarter, on big dbs only.
     let mut reported = 0;
     let mut progress = |got: u64, total: u64| {

@@ -127,7 +127,19 @@ impl LocalMember {
     where
         F: Future<Output = Result<T, etcd_client::Error>>,
     {
-        match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        self.call_within(CALL_TIMEOUT, call, fut).await
+    }
+
+    async fn call_within<T, F>(
+        &self,
+        limit: Duration,
+        call: &'static str,
+        fut: F,
+    ) -> Result<T, EtcdError>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        match tokio::time::timeout(limit, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(EtcdError::Unreachable {
                 url: self.url.clone(),
@@ -136,7 +148,7 @@ impl LocalMember {
             Err(_) => Err(EtcdError::Timeout {
                 url: self.url.clone(),
                 call,
-                secs: CALL_TIMEOUT.as_secs(),
+                secs: limit.as_secs(),
             }),
         }
     }
@@ -175,8 +187,12 @@ impl LocalMember {
             .collect())
     }
 
-    pub async fn snapshot(&self) -> Result<etcd_client::SnapshotStreaming, EtcdError> {
+    /// Opens the snapshot stream; `limit` bounds the wait for etcd to start it.
+    pub async fn snapshot(
+        &self,
+        limit: Duration,
+    ) -> Result<etcd_client::SnapshotStreaming, EtcdError> {
         let mut m = self.client.maintenance_client();
-        self.call("snapshot", m.snapshot()).await
+        self.call_within(limit, "snapshot", m.snapshot()).await
     }
 }

@@ -89,17 +89,10 @@ def in_action():
 
 def tool_action_get(unit, args):
     in_action()
-    fmt, keys = "smart", []
-    it = iter(args)
-    for a in it:
-        if a.startswith("--format="):
-            fmt = a.split("=", 1)[1]
-        elif a == "--format":
-            fmt = next(it, "")
-        elif a.startswith("-"):
+    fmt, keys = fmt_list(args)
+    for a in keys:
+        if a.startswith("-"):
             raise ToolError(f"ERROR option provided but not defined: {a}", 2)
-        else:
-            keys.append(a)
     if fmt not in ("smart", "json", "yaml"):
         raise ToolError(f'ERROR invalid value "{fmt}" for option --format', 2)
     if len(keys) > 1:

@@ -237,6 +237,22 @@ pub fn cluster_specs(n: usize, tls: bool) -> Vec<Spec> {
     specs
 }
 
+/// `n` units forming one cluster, started together and healthy.
+pub fn start_cluster(under: &Path, etcd: &Etcd, n: usize) -> Vec<Unit> {
+    let units: Vec<Unit> = cluster_specs(n, false)
+        .into_iter()
+        .map(|s| Unit::new(under, etcd, s))
+        .collect();
+    // Members wait for each other: start all, then wait for each.
+    for u in &units {
+        u.start_no_wait();
+    }
+    for u in &units {
+        u.wait_healthy(Duration::from_secs(30));
+    }
+    units
+}
+
 /// The charm directory as Juju unpacks it, with the freshly built binary
 /// as `dispatch`.
 pub fn charm_dir(under: &Path) -> PathBuf {
