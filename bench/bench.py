@@ -46,6 +46,13 @@ def human(n):
     return str(n)
 
 
+def size_of(text):
+    """Bytes in a du-style figure such as 7.2M (for comparing peaks)."""
+    if not text or text == "unknown":
+        return 0
+    return size_arg(text) if text[-1].upper() in "KMG" else int(text)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -230,7 +237,7 @@ def bench_size(size, args, charm_dir, bin_dir, fill):
         for k, label in (("charm", "charm action"), ("baseline", "etcdctl save + tar czf + sha256sum"), ("floor", "etcdctl snapshot save")):
             print(
                 f"| snapshot | {label} | {med[k]:.1f} | {med[k] / med['baseline']:.2f}x | "
-                f"{med[k] / med['floor']:.2f}x | {peaks[-1] if k == 'charm' else ''} |"
+                f"{med[k] / med['floor']:.2f}x | {max(peaks, key=size_of) if k == 'charm' else ''} |"
             )
         for k, label, base in (
             ("r-charm", "charm action, skip-backup", "r-baseline"),
@@ -240,7 +247,7 @@ def bench_size(size, args, charm_dir, bin_dir, fill):
         ):
             print(
                 f"| restore | {label} | {med[k]:.1f} | {med[k] / med[base]:.2f}x | | "
-                f"{max(rpeaks) if k.startswith('r-charm') and rpeaks else ''} |"
+                f"{max(rpeaks, key=size_of) if k.startswith('r-charm') and rpeaks else ''} |"
             )
         print(
             f"\narchive {human(charm_size)} vs gzip -6 of the db {human(gzip6)}: "
