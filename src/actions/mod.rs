@@ -22,8 +22,6 @@ impl ActionContext<'_> {
     }
 }
 
-pub const ACTIONS: &[&str] = &["snapshot", "restore"];
-
 pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

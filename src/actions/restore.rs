@@ -15,7 +15,7 @@ use crate::actions::{params, ActionContext};
 use crate::archive::reader::{verify_and_stage, Staged, VerifyError};
 use crate::archive::{ArchiveFile, OutputError};
 use crate::error::Error;
-use crate::etcd::client::{EtcdError, MemberInfo, MemberStatus};
+use crate::etcd::client::{MemberInfo, MemberStatus};
 use crate::etcd::config::{update_file, ClientEndpoint};
 use crate::etcd::snapshot::hex;
 use crate::etcd::tool::{DbStatus, RestoreSpec, RestoreTool, ToolError};
@@ -149,13 +149,7 @@ async fn count_members(
     conf: &EtcdConfig,
     endpoint: &ClientEndpoint,
 ) -> Result<Before, Error> {
-    let live = async {
-        let m = LocalMember::connect(endpoint).await?;
-        let status = m.status().await?;
-        let members = m.members().await?;
-        Ok::<_, EtcdError>((status, members))
-    };
-    match live.await {
+    match LocalMember::probe(endpoint).await {
         Ok((status, members)) => {
             if members.len() != 1 {
                 return Err(RestoreError::Scaled {
@@ -201,13 +195,7 @@ async fn wait_healthy(
     let deadline = Instant::now() + limit;
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
-        let attempt = async {
-            let m = LocalMember::connect(endpoint).await?;
-            let s = m.status().await?;
-            let members = m.members().await?;
-            Ok::<_, EtcdError>((s, members))
-        };
-        match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+        match tokio::time::timeout(Duration::from_secs(10), LocalMember::probe(endpoint)).await {
             Ok(Ok(ok)) => return Ok(ok),
             Ok(Err(e)) => last = e.to_string(),
             Err(_) => last = "no answer within 10 seconds".into(),

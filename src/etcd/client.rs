@@ -119,10 +119,6 @@ impl LocalMember {
         &self.url
     }
 
-    pub fn client(&self) -> Client {
-        self.client.clone()
-    }
-
     async fn call<T, F>(&self, call: &'static str, fut: F) -> Result<T, EtcdError>
     where
         F: Future<Output = Result<T, etcd_client::Error>>,
@@ -188,6 +184,17 @@ impl LocalMember {
     }
 
     /// Opens the snapshot stream; `limit` bounds the wait for etcd to start it.
+    /// Connects and asks the member for its status and the member list:
+    /// "is it serving, and as what".
+    pub async fn probe(
+        endpoint: &ClientEndpoint,
+    ) -> Result<(MemberStatus, Vec<MemberInfo>), EtcdError> {
+        let m = LocalMember::connect(endpoint).await?;
+        let status = m.status().await?;
+        let members = m.members().await?;
+        Ok((status, members))
+    }
+
     pub async fn snapshot(
         &self,
         limit: Duration,

@@ -26,21 +26,13 @@ fn update_status(tools: &dyn HookTools, paths: &Paths) -> Result<(), Error> {
     };
     let endpoint = conf.client_endpoint(paths.conf())?;
     let rt = crate::actions::runtime()?;
-    let answer = rt.block_on(async {
-        let m = LocalMember::connect(&endpoint).await?;
-        let s = m.status().await?;
-        let n = m.members().await?.len();
-        Ok::<_, crate::etcd::client::EtcdError>((s, n))
-    });
-    match answer {
-        Ok((s, n)) => tools.status_set(
-            Status::Active,
-            &format!(
-                "Healthy with {n} known peer{} (etcd {})",
-                if n == 1 { "" } else { "s" },
-                s.version
-            ),
-        )?,
+    match rt.block_on(LocalMember::probe(&endpoint)) {
+        Ok((s, members)) => {
+            let n = members.len();
+            let plural = if n == 1 { "" } else { "s" };
+            let msg = format!("Healthy with {n} known peer{plural} (etcd {})", s.version);
+            tools.status_set(Status::Active, &msg)?
+        }
         Err(e) => tools.status_set(Status::Blocked, &e.to_string())?,
     }
     Ok(())
