@@ -13,6 +13,30 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
+/// Why a target directory cannot be used.
+#[derive(Debug)]
+pub enum DirError {
+    /// The path, or a parent on it, is not a directory.
+    NotDir,
+    Io(io::Error),
+}
+
+/// Uses `dir` when it is a directory, else creates it (0700, with parents).
+pub fn ensure_private_dir(dir: &Path) -> Result<(), DirError> {
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(DirError::NotDir),
+        Err(_) => create_private_dir(dir).map_err(|e| {
+            // A path through a file reads as "not a directory" too.
+            if e.raw_os_error() == Some(20) {
+                DirError::NotDir
+            } else {
+                DirError::Io(e)
+            }
+        }),
+    }
+}
+
 /// Creates a new file with mode 0600; fails if it exists.
 pub fn create_private_file(path: &Path) -> io::Result<File> {
     OpenOptions::new()

@@ -20,7 +20,7 @@ use crate::etcd::config::{update_file, ClientEndpoint};
 use crate::etcd::snapshot::hex;
 use crate::etcd::tool::{DbStatus, RestoreSpec, RestoreTool, ToolError};
 use crate::etcd::{id_hex, EtcdConfig, LocalMember};
-use crate::fsutil::{self, human_size, WorkDir};
+use crate::fsutil::{self, human_size, DirError, WorkDir};
 use crate::juju::Results;
 use crate::lock::ActionLock;
 use crate::service;
@@ -350,13 +350,10 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
             path: p.target.clone(),
             reason,
         };
-        match fs::metadata(&p.target) {
-            Ok(m) if !m.is_dir() => return Err(target_err("it is not a directory".into()).into()),
-            Ok(_) => {}
-            Err(_) => {
-                fsutil::create_private_dir(&p.target).map_err(|e| target_err(e.to_string()))?
-            }
-        }
+        fsutil::ensure_private_dir(&p.target).map_err(|e| match e {
+            DirError::NotDir => target_err("it is not a directory".into()),
+            DirError::Io(e) => target_err(e.to_string()),
+        })?;
         let name = format!("etcd-data-{}.tar.gz", stamp.stamp());
         Some(
             ArchiveFile::create(&p.target, &name, BACKUP_LEVEL).map_err(|e| match e {

@@ -14,7 +14,7 @@ use crate::archive::{ArchiveFile, ArchiveWriter, Manifest, OutputError, DB_ENTRY
 use crate::error::Error;
 use crate::etcd::snapshot::{self as stream, hex, SnapshotSink, StreamError};
 use crate::etcd::{id_hex, EtcdConfig, LocalMember};
-use crate::fsutil::{self, human_size};
+use crate::fsutil::{self, human_size, DirError};
 use crate::juju::Results;
 use crate::lock::ActionLock;
 use crate::timefmt::UtcTime;
@@ -96,21 +96,13 @@ impl<W: Write> SnapshotSink for DbEntry<'_, W> {
 }
 
 fn prepare_target(dir: &Path) -> Result<(), SnapshotError> {
-    match fs::metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(SnapshotError::TargetNotDir(dir.to_path_buf())),
-        Err(_) => fsutil::create_private_dir(dir).map_err(|e| {
-            // A path through a file reads as "not a directory" too.
-            if e.raw_os_error() == Some(20) {
-                SnapshotError::TargetNotDir(dir.to_path_buf())
-            } else {
-                SnapshotError::TargetCreate {
-                    path: dir.to_path_buf(),
-                    reason: e.to_string(),
-                }
-            }
-        }),
-    }
+    fsutil::ensure_private_dir(dir).map_err(|e| match e {
+        DirError::NotDir => SnapshotError::TargetNotDir(dir.to_path_buf()),
+        DirError::Io(e) => SnapshotError::TargetCreate {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        },
+    })
 }
 
 /// Removes all but the `keep` newest archives this charm named; other files
