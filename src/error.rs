@@ -20,6 +20,8 @@ pub enum Error {
     Snapshot(#[from] crate::actions::snapshot::SnapshotError),
     #[error(transparent)]
     Restore(#[from] crate::actions::restore::RestoreError),
+    #[error(transparent)]
+    Journal(#[from] crate::actions::journal::JournalError),
     #[error("invalid action parameter {name}: {reason}")]
     Param { name: String, reason: String },
     #[error("this charm has no action named {0:?}")]

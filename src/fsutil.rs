@@ -153,6 +153,40 @@ impl Drop for WorkDir {
     }
 }
 
+/// Bytes an unprivileged process can still write on the filesystem
+/// holding `path` (statvfs: available blocks times fragment size).
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is writable
+    // memory of the right type; statvfs fills it or fails.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // u32 on 32-bit targets
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Total bytes of the regular files under `dir` (not following links).
+pub fn tree_bytes(dir: &Path) -> io::Result<u64> {
+    let mut total = 0u64;
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            total = total.saturating_add(tree_bytes(&e.path())?);
+        } else if t.is_file() {
+            total = total.saturating_add(e.metadata()?.len());
+        }
+    }
+    Ok(total)
+}
+
 /// This process's peak resident memory (VmHWM), in bytes, if known.
 pub fn peak_rss() -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;

@@ -544,7 +544,7 @@ fn refuses_bad_archives_without_touching_etcd_3_5() {
 fn assert_rolled_back(s: &Scene, cluster: u64, before: &[String], o: &support::Outcome) {
     assert!(
         o.message
-            .contains("the old data was put back and etcd is serving it again as cluster"),
+            .contains("the old data is back and etcd serves it as cluster"),
         "{}",
         o.message
     );

@@ -1,6 +1,7 @@
 //! Actions: each a module with the steps the design lays down, talking to
 //! Juju only through `HookTools` and to the host only through `Paths`.
 
+pub mod journal;
 pub mod params;
 pub mod restore;
 pub mod snapshot;
@@ -20,6 +21,16 @@ impl ActionContext<'_> {
     pub fn progress(&self, message: &str) {
         let _ = self.tools.action_log(message);
     }
+}
+
+/// Before an action runs: an earlier restore that was killed midway is
+/// finished or undone first, and the operator is told which.
+pub fn resolve_interrupted(ctx: &ActionContext) -> Result<(), Error> {
+    if let Some(note) = journal::recover_and_note(&ctx.paths)? {
+        ctx.progress(&note);
+        let _ = ctx.tools.log(crate::juju::LogLevel::Warning, &note);
+    }
+    Ok(())
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {

@@ -11,6 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::actions::journal::{roll_back, Journal, JournalError, Step, BACKUP_LEVEL};
 use crate::actions::{params, ActionContext};
 use crate::archive::reader::{verify_and_stage, Staged, VerifyError};
 use crate::archive::{ArchiveFile, OutputError};
@@ -28,9 +29,6 @@ use crate::timefmt::UtcTime;
 
 pub const DEFAULT_TARGET: &str = "/home/ubuntu/etcd-backups";
 pub const RESOURCE: &str = "snapshot";
-/// The backup is written while etcd already serves the restored data, so a
-/// smaller archive is worth a little time here.
-const BACKUP_LEVEL: u32 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -56,6 +54,15 @@ pub enum RestoreError {
     Prepare { path: PathBuf, reason: String },
     #[error("the backup target {path} cannot be used: {reason}; choose another target (or skip-backup=true); etcd was not touched")]
     Target { path: PathBuf, reason: String },
+    #[error("the snapshot was taken on etcd {snapshot} and this unit runs etcd {unit}; etcd does not support moving data to an older minor version, so restore it on a unit with etcd {snapshot} or newer (snapshots from older versions restore fine); etcd was not touched")]
+    Downgrade { snapshot: String, unit: String },
+    #[error("not enough free space for {what} in {path}: it needs about {need} and {free} is free; free some space and run restore again; etcd was not touched")]
+    Space {
+        what: &'static str,
+        path: PathBuf,
+        need: String,
+        free: String,
+    },
     #[error("the restore failed while {step}: {reason}; {outcome}")]
     Failed {
         step: &'static str,
@@ -187,25 +194,83 @@ async fn count_members(
     }
 }
 
-/// Waits until the local member serves, with its member list.
-async fn wait_healthy(
+/// Room the restore tool needs beside the db: etcd preallocates a 64 MiB
+/// WAL segment, plus slack for the snapshot and member files.
+const WAL_RESERVE: u64 = 72 << 20;
+/// No etcd db compresses better than this at the backup's level in
+/// practice; a target with less room than db/ratio clearly cannot hold it.
+const MAX_BACKUP_RATIO: u64 = 8;
+
+fn check_space(what: &'static str, dir: &Path, need: u64) -> Result<(), RestoreError> {
+    match fsutil::free_bytes(dir) {
+        Ok(free) if free < need => Err(RestoreError::Space {
+            what,
+            path: dir.to_path_buf(),
+            need: human_size(need),
+            free: human_size(free),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn check_space_for_backup(dir: &Path, file: &Path, need: u64) -> Result<(), RestoreError> {
+    match fsutil::free_bytes(dir) {
+        Ok(free) if free < need => Err(RestoreError::Target {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "{} needs at least {} and only {} is free there",
+                file.display(),
+                human_size(need),
+                human_size(free)
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Step 6: stop, move the old data aside, move the restored data in,
+/// update the config, start, wait until healthy; each step journaled.
+fn swap_in(
+    rt: &tokio::runtime::Runtime,
+    j: &mut Journal,
+    restored: &Path,
+    updates: &[(&str, String)],
     endpoint: &ClientEndpoint,
     limit: Duration,
-) -> Result<(MemberStatus, Vec<MemberInfo>), String> {
-    let deadline = Instant::now() + limit;
-    let mut last = String::from("no answer yet");
-    while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(10), LocalMember::probe(endpoint)).await {
-            Ok(Ok(ok)) => return Ok(ok),
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = "no answer within 10 seconds".into(),
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+) -> Result<(MemberStatus, Vec<MemberInfo>), (&'static str, String)> {
+    let journal = |e: JournalError| ("recording the restore's progress", e.to_string());
+    service::stop().map_err(|e| ("stopping etcd", e.to_string()))?;
+    if service::is_active() {
+        return Err(("stopping etcd", "etcd is still running".into()));
     }
-    Err(format!(
-        "etcd did not become healthy within {} seconds ({last})",
-        limit.as_secs()
-    ))
+    j.record(Step::Stopped).map_err(journal)?;
+    if j.data_dir.exists() {
+        fs::rename(&j.data_dir, &j.aside)
+            .map_err(|e| ("moving the old data dir aside", e.to_string()))?;
+    }
+    fs::rename(restored, &j.data_dir)
+        .map_err(|e| ("moving the restored data into place", e.to_string()))?;
+    if let Some(parent) = j.data_dir.parent() {
+        fsutil::sync_dir(parent).map_err(|e| ("syncing the data dir's parent", e.to_string()))?;
+    }
+    update_file(&j.conf, updates).map_err(|e| ("updating the etcd config", e.to_string()))?;
+    j.record(Step::Swapped).map_err(journal)?;
+    service::start().map_err(|e| ("starting etcd on the restored data", e.to_string()))?;
+    let ok = rt
+        .block_on(LocalMember::wait_healthy(endpoint, limit))
+        .map_err(|e| ("waiting for etcd on the restored data", e))?;
+    j.record(Step::Started).map_err(journal)?;
+    Ok(ok)
+}
+
+/// `(major, minor)` of the first `N.N` in a version text such as
+/// "3.5.16" or "etcdutl version: 3.5.16".
+fn minor_version(text: &str) -> Option<(u32, u32)> {
+    let start = text.find(|c: char| c.is_ascii_digit())?;
+    let mut parts = text[start..].split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 fn new_token(stamp: &UtcTime) -> String {
@@ -225,98 +290,11 @@ fn new_token(stamp: &UtcTime) -> String {
     )
 }
 
-/// What the swap changed, so it can be undone step by step.
-#[derive(Default)]
-struct Swap {
-    stopped: bool,
-    aside: Option<PathBuf>,
-    swapped: bool,
-    old_config: Option<Vec<u8>>,
-}
-
-struct Plan<'a> {
-    conf_path: &'a Path,
-    data_dir: &'a Path,
-    staging: &'a Path,
-    endpoint: &'a ClientEndpoint,
-    start_timeout: Duration,
-}
-
-fn io_reason(e: std::io::Error) -> String {
-    e.to_string()
-}
-
-/// Step 6: stop, move the old data aside, move the restored data in,
-/// update the config, start, wait until healthy.
-fn swap_in(
-    rt: &tokio::runtime::Runtime,
-    plan: &Plan,
-    swap: &mut Swap,
-    aside: &Path,
-    updates: &[(&str, String)],
-) -> Result<(MemberStatus, Vec<MemberInfo>), (&'static str, String)> {
-    swap.stopped = true;
-    service::stop().map_err(|e| ("stopping etcd", e.to_string()))?;
-    if service::is_active() {
-        return Err(("stopping etcd", "etcd is still running".into()));
-    }
-    if plan.data_dir.exists() {
-        fs::rename(plan.data_dir, aside)
-            .map_err(|e| ("moving the old data dir aside", io_reason(e)))?;
-        swap.aside = Some(aside.to_path_buf());
-    }
-    fs::rename(plan.staging.join("data"), plan.data_dir)
-        .map_err(|e| ("moving the restored data into place", io_reason(e)))?;
-    swap.swapped = true;
-    if let Some(parent) = plan.data_dir.parent() {
-        fsutil::sync_dir(parent).map_err(|e| ("syncing the data dir's parent", io_reason(e)))?;
-    }
-    swap.old_config = Some(
-        update_file(plan.conf_path, updates)
-            .map_err(|e| ("updating the etcd config", e.to_string()))?,
-    );
-    service::start().map_err(|e| ("starting etcd on the restored data", e.to_string()))?;
-    rt.block_on(wait_healthy(plan.endpoint, plan.start_timeout))
-        .map_err(|e| ("waiting for etcd on the restored data", e))
-}
-
-/// Step 8: put everything back as it was and start etcd again.
-fn roll_back(rt: &tokio::runtime::Runtime, plan: &Plan, swap: &Swap) -> Result<String, String> {
-    if !swap.stopped {
-        return Ok("etcd was not touched".into());
-    }
-    let _ = service::stop();
-    if service::is_active() {
-        return Err("etcd could not be stopped to put the old data back".into());
-    }
-    if swap.swapped && plan.data_dir.exists() {
-        fs::rename(plan.data_dir, plan.staging.join("failed-data"))
-            .map_err(|e| format!("cannot move the restored data out of the way: {e}"))?;
-    }
-    if let Some(aside) = &swap.aside {
-        fs::rename(aside, plan.data_dir).map_err(|e| {
-            format!(
-                "cannot move the old data back from {}: {e}",
-                aside.display()
-            )
-        })?;
-    }
-    if let Some(old) = &swap.old_config {
-        fsutil::replace_file(plan.conf_path, old)
-            .map_err(|e| format!("cannot put the old etcd config back: {e}"))?;
-    }
-    service::start().map_err(|e| format!("etcd did not start on the old data: {e}"))?;
-    let (status, _) = rt.block_on(wait_healthy(plan.endpoint, plan.start_timeout))?;
-    Ok(format!(
-        "the old data was put back and etcd is serving it again as cluster {}",
-        id_hex(status.cluster_id)
-    ))
-}
-
 pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     let started = Instant::now();
     let p = RestoreParams::from_map(&ctx.tools.action_params()?)?;
     let _lock = ActionLock::acquire(&ctx.paths.state_dir(), "restore")?;
+    crate::actions::resolve_interrupted(ctx)?;
     let conf_path = ctx.paths.conf();
     let conf = EtcdConfig::load(conf_path)?;
     let endpoint = conf.client_endpoint(conf_path)?;
@@ -376,8 +354,32 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     fsutil::create_private_dir(&parent).map_err(|e| prepare(e.to_string()))?;
     let mut staging = WorkDir::create(staging_path).map_err(|e| prepare(e.to_string()))?;
 
+    // The staged db is at least as big as the archive holding it.
+    let archive_bytes = fs::metadata(&source).map(|m| m.len()).unwrap_or(0);
+    check_space("the snapshot's db", staging.path(), archive_bytes)?;
     ctx.progress(&format!("verifying {}", source.display()));
     let staged: Staged = verify_and_stage(&source, staging.path()).map_err(RestoreError::from)?;
+    // etcd moves data forward across minor versions, never back.
+    if let Some(m) = &staged.manifest {
+        let unit_version = before
+            .status
+            .as_ref()
+            .map(|s| s.version.clone())
+            .unwrap_or_else(|| tool.version());
+        if let (Some(snap), Some(unit)) =
+            (minor_version(&m.etcd_version), minor_version(&unit_version))
+        {
+            if snap > unit {
+                return Err(RestoreError::Downgrade {
+                    snapshot: m.etcd_version.clone(),
+                    unit: unit_version
+                        .trim_start_matches(|c: char| !c.is_ascii_digit())
+                        .to_string(),
+                }
+                .into());
+            }
+        }
+    }
     // The revision to expect after the restore: from the verified manifest,
     // else from etcd's own reading of the db (a full pass over it, so only
     // when there is no manifest).
@@ -401,27 +403,31 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     ));
 
     let token = new_token(&stamp);
+    let restored = staging.path().join("data");
+    check_space(
+        "etcd's restore tool",
+        staging.path(),
+        staged.db_size.saturating_add(WAL_RESERVE),
+    )?;
     tool.restore(&RestoreSpec {
         db: &staged.db,
         name: &name,
         peer_urls: &peer_urls,
         token: &token,
-        data_dir: &staging.path().join("data"),
+        data_dir: &restored,
         skip_hash_check: !staged.has_trailer,
         bump_revision: p.bump_revision,
     })
     .map_err(RestoreError::Tool)?;
+    // The staged db copy is not needed any more: free its space now.
+    let _ = fs::remove_file(&staged.db);
+    if let Some(out) = &backup {
+        let db = data_dir.join("member/snap/db");
+        let db_bytes = fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+        check_space_for_backup(&p.target, out.final_path(), db_bytes / MAX_BACKUP_RATIO)?;
+    }
     ctx.progress("etcd's restore tool rebuilt the data in staging; stopping etcd to swap it in");
 
-    let staging_dir = staging.path().to_path_buf();
-    let plan = Plan {
-        conf_path,
-        data_dir: &data_dir,
-        staging: &staging_dir,
-        endpoint: &endpoint,
-        start_timeout: p.start_timeout,
-    };
-    let aside = data_dir.with_file_name(format!("{base}.pre-restore-{}", stamp.stamp()));
     let initial_cluster = peer_urls
         .iter()
         .map(|u| format!("{name}={u}"))
@@ -431,19 +437,27 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
         ("initial-cluster-token", token.clone()),
         ("initial-cluster", initial_cluster),
     ];
-    let mut swap = Swap::default();
-    let fail = |step: &'static str, reason: String, swap: &Swap, staging: &mut WorkDir| {
-        let outcome = match roll_back(&rt, &plan, swap) {
-            Ok(done) => done,
-            Err(e) => {
-                // Keep every byte for a human: nothing is deleted.
-                staging.keep();
-                format!(
-                    "putting the old data back failed too ({e}); the old data is at {}, see {}",
-                    swap.aside.as_deref().unwrap_or(&data_dir).display(),
-                    staging_dir.display()
-                )
-            }
+    let mut journal = Journal {
+        step: Step::Verified,
+        data_dir: data_dir.clone(),
+        staging: staging.path().to_path_buf(),
+        aside: data_dir.with_file_name(format!("{base}.pre-restore-{}", stamp.stamp())),
+        had_old_data: data_dir.exists(),
+        conf: conf_path.to_path_buf(),
+        saved_config: staging.path().join("old-config.yml"),
+        backup: backup.as_ref().map(|b| b.final_path().to_path_buf()),
+        started_at: stamp.rfc3339(),
+    };
+    let undo = |journal: Journal, step: &'static str, reason: String| -> Error {
+        let outcome = match roll_back(&rt, &journal, &endpoint, p.start_timeout) {
+            Ok(done) => match journal.close() {
+                Ok(()) => done,
+                Err(e) => format!("{done} (cleaning up the restore's staging failed: {e})"),
+            },
+            Err(e) => format!(
+                "putting the old data back failed too ({e}); the unit retries on its next hook, and the old data is at {} until then",
+                journal.aside.display()
+            ),
         };
         Error::from(RestoreError::Failed {
             step,
@@ -451,10 +465,24 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
             outcome,
         })
     };
+    let journal_err = |e: JournalError| RestoreError::Prepare {
+        path: parent.clone(),
+        reason: e.to_string(),
+    };
+    journal = journal.begin().map_err(journal_err)?;
+    // From here on the journal knows what to undo, even if this process dies.
+    staging.keep();
 
-    let (status, members) = match swap_in(&rt, &plan, &mut swap, &aside, &updates) {
+    let (status, members) = match swap_in(
+        &rt,
+        &mut journal,
+        &restored,
+        &updates,
+        &endpoint,
+        p.start_timeout,
+    ) {
         Ok(ok) => ok,
-        Err((step, reason)) => return Err(fail(step, reason, &swap, &mut staging)),
+        Err((step, reason)) => return Err(undo(journal, step, reason)),
     };
 
     // Step 7: prove it, then back up the old data, then delete it.
@@ -476,11 +504,13 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
         None
     };
     if let Some(reason) = problem {
-        return Err(fail(
-            "checking the restored etcd",
-            reason,
-            &swap,
-            &mut staging,
+        return Err(undo(journal, "checking the restored etcd", reason));
+    }
+    if let Err(e) = journal.record(Step::Checked) {
+        return Err(undo(
+            journal,
+            "recording the restore's progress",
+            e.to_string(),
         ));
     }
     ctx.progress(&format!(
@@ -490,11 +520,11 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     ));
 
     let mut r = Results::new();
-    if let (Some(mut out), Some(aside)) = (backup.take(), swap.aside.as_ref()) {
+    if let (Some(mut out), true) = (backup.take(), journal.aside.exists()) {
         let path = out.final_path().to_path_buf();
         let written = out
             .writer()
-            .append_tree(aside, "")
+            .append_tree(&journal.aside, "")
             .map_err(|e| e.to_string())
             .and_then(|_| out.publish().map_err(|e| e.to_string()));
         match written {
@@ -510,15 +540,26 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
             }
             Err(reason) => {
                 let reason = format!("{reason} (writing {})", path.display());
-                return Err(fail("backing up the old data", reason, &swap, &mut staging));
+                return Err(undo(journal, "backing up the old data", reason));
             }
         }
-    }
-    if let Some(aside) = &swap.aside {
-        if let Err(e) = fs::remove_dir_all(aside) {
-            ctx.progress(&format!("could not remove {}: {e}", aside.display()));
+        if let Err(e) = journal.record(Step::BackedUp) {
+            ctx.progress(&format!("could not record the backup in the journal: {e}"));
         }
     }
+    if let Err(e) = fs::remove_dir_all(&journal.aside) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            ctx.progress(&format!(
+                "could not remove {}: {e}",
+                journal.aside.display()
+            ));
+        }
+    }
+    let _ = journal.record(Step::Done);
+    if let Err(e) = journal.close() {
+        ctx.progress(&format!("could not clean up the restore's staging: {e}"));
+    }
+    crate::actions::journal::clear_note(&ctx.paths);
 
     ctx.progress(&format!(
         "restore done in {:.1} s, peak memory {}",
@@ -539,4 +580,17 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     )?;
     r.set("restore.member", name)?;
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn minor_versions_read_from_version_texts() {
+        assert_eq!(super::minor_version("3.5.16"), Some((3, 5)));
+        assert_eq!(
+            super::minor_version("etcdctl version: 3.4.23"),
+            Some((3, 4))
+        );
+        assert_eq!(super::minor_version("etcdutl"), None);
+    }
 }

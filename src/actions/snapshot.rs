@@ -22,6 +22,9 @@ use crate::timefmt::UtcTime;
 pub const DEFAULT_TARGET: &str = "/home/ubuntu/etcd-snapshots";
 /// Streams smaller than this finish too fast for progress lines to help.
 const PROGRESS_MIN: u64 = 16 << 20;
+/// No etcd db compresses better than this in practice: a target with less
+/// room than db/ratio clearly cannot hold the archive.
+const MAX_RATIO: u64 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -35,6 +38,15 @@ pub enum SnapshotError {
     TargetWrite { path: PathBuf, reason: String },
     #[error("{0} already exists and is never overwritten; run the action again a second later")]
     Exists(PathBuf),
+    #[error("not enough free space in {path}: a snapshot of a {db} db needs at least {need} and {free} is free; free some space or choose another target")]
+    NoSpace {
+        path: PathBuf,
+        db: String,
+        need: String,
+        free: String,
+    },
+    #[error("cannot write the archive {path}: {reason}; no archive was kept")]
+    Write { path: PathBuf, reason: String },
     #[error("cannot finish writing {path}: {reason}; no archive was kept")]
     Finish { path: PathBuf, reason: String },
 }
@@ -134,6 +146,7 @@ pub fn prune(dir: &Path, keep: u64) -> std::io::Result<Vec<PathBuf>> {
 pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     let p = SnapshotParams::from_map(&ctx.tools.action_params()?)?;
     let _lock = ActionLock::acquire(&ctx.paths.state_dir(), "snapshot")?;
+    crate::actions::resolve_interrupted(ctx)?;
     let conf = EtcdConfig::load(ctx.paths.conf())?;
     let endpoint = conf.client_endpoint(ctx.paths.conf())?;
     crate::actions::runtime()?.block_on(take(ctx, &p, &conf, &endpoint))
@@ -168,6 +181,19 @@ async fn take(
         .unwrap_or_default();
 
     prepare_target(&p.target)?;
+    let db_bytes = status.db_size.max(0) as u64;
+    let need = db_bytes / MAX_RATIO;
+    if let Ok(free) = fsutil::free_bytes(&p.target) {
+        if free < need {
+            return Err(SnapshotError::NoSpace {
+                path: p.target.clone(),
+                db: human_size(db_bytes),
+                need: human_size(need),
+                free: human_size(free),
+            }
+            .into());
+        }
+    }
     let now = UtcTime::now();
     let name = snapshot_name(&now.stamp());
     let mut out =
@@ -188,9 +214,16 @@ async fn take(
         final_path.display()
     ));
     let started = Instant::now();
-    let stream_err = |source| SnapshotError::Stream {
-        url: member.url().to_string(),
-        source,
+    let stream_err = |source| match source {
+        // The archive could not be written: a target problem, not etcd's.
+        StreamError::Sink(reason) => SnapshotError::Write {
+            path: final_path.clone(),
+            reason,
+        },
+        source => SnapshotError::Stream {
+            url: member.url().to_string(),
+            source,
+        },
     };
 
     let snap = member.snapshot(p.stall_timeout).await?;

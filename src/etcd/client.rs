@@ -195,6 +195,28 @@ impl LocalMember {
         Ok((status, members))
     }
 
+    /// Waits until the local member serves, with its member list; the
+    /// error says what the last attempt saw.
+    pub async fn wait_healthy(
+        endpoint: &ClientEndpoint,
+        limit: Duration,
+    ) -> Result<(MemberStatus, Vec<MemberInfo>), String> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut last = String::from("no answer yet");
+        while std::time::Instant::now() < deadline {
+            match tokio::time::timeout(CALL_TIMEOUT, LocalMember::probe(endpoint)).await {
+                Ok(Ok(ok)) => return Ok(ok),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = format!("no answer within {} seconds", CALL_TIMEOUT.as_secs()),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Err(format!(
+            "etcd did not become healthy within {} seconds ({last})",
+            limit.as_secs()
+        ))
+    }
+
     pub async fn snapshot(
         &self,
         limit: Duration,

@@ -482,6 +482,9 @@ def juju_env(unit, info, extra):
         "ETCD_CHARM_CONF": info["conf"],
         "LANG": "C.UTF-8",
     }
+    # Test-only seams (for example the restore's abort-at-step) reach the
+    # charm; nothing else from the caller's environment does.
+    env.update({k: v for k, v in os.environ.items() if k.startswith("ETCD_CHARM_TEST_")})
     env.update(extra)
     return env
 
@@ -615,6 +618,7 @@ def run_action(argv):
         seconds=round(secs, 3),
     )
     write_json(os.path.join(adir, "outcome.json"), outcome)
+    append_jsonl(jpath(unit, "outcomes.jsonl"), outcome)
     return report(outcome, as_json)
 
 
@@ -659,6 +663,7 @@ def run_hook(argv):
         "stderr": err.decode("utf-8", "replace"),
         "status": read_json(jpath(unit, "status.json"), {}),
     }
+    append_jsonl(jpath(unit, "outcomes.jsonl"), outcome)
     if "--json" in argv:
         print(json.dumps(outcome, sort_keys=True))
     else:

@@ -364,6 +364,9 @@ pub struct Unit {
     pub conf: PathBuf,
     pub spec: Spec,
     pub etcd: Etcd,
+    /// Values this test wrote into etcd (long enough to be unmistakable):
+    /// none may ever appear in what the charm prints or logs.
+    secrets: std::cell::RefCell<Vec<String>>,
 }
 
 fn python() -> Command {
@@ -450,6 +453,7 @@ impl Unit {
             conf,
             spec,
             etcd: etcd.clone(),
+            secrets: Default::default(),
         }
     }
 
@@ -544,13 +548,60 @@ impl Unit {
         cmd.args(args).output().expect("run etcdctl")
     }
 
+    fn remember(&self, value: &[u8]) {
+        const MIN: usize = 10;
+        let mut secrets = self.secrets.borrow_mut();
+        if value.len() >= MIN && secrets.len() < 256 {
+            let sample = &value[..value.len().min(40)];
+            secrets.push(String::from_utf8_lossy(sample).into_owned());
+        }
+    }
+
+    /// Everything the charm said on this unit (every hook-tool call and
+    /// every action or hook outcome, stdout and stderr included) holds no
+    /// key material and no value a test stored in etcd.
+    pub fn assert_no_secrets(&self) {
+        let mut said = String::new();
+        for f in ["juju/calls.jsonl", "juju/outcomes.jsonl"] {
+            said.push_str(&fs::read_to_string(self.dir.join(f)).unwrap_or_default());
+        }
+        for marker in ["PRIVATE KEY", "-----BEGIN"] {
+            assert!(
+                !said.contains(marker),
+                "{marker} in the charm's output: {said}"
+            );
+        }
+        if self.spec.tls {
+            let t = tls();
+            for pem in [&t.server_key, &t.client_key] {
+                for line in pem
+                    .lines()
+                    .filter(|l| l.len() > 20 && !l.starts_with("-----"))
+                {
+                    assert!(
+                        !said.contains(line),
+                        "TLS key material in the charm's output"
+                    );
+                }
+            }
+        }
+        for v in self.secrets.borrow().iter() {
+            assert!(
+                !said.contains(v.as_str()),
+                "etcd value {v:?} in the charm's output"
+            );
+        }
+    }
+
     pub fn put(&self, key: &str, value: &str) {
+        self.remember(value.as_bytes());
         let out = self.etcdctl(&["put", key, value]);
         assert!(out.status.success(), "put {key}: {out:?}");
     }
 
     /// Puts a value read from stdin (values over the argv limit).
     pub fn put_stdin(&self, key: &str, value: &[u8]) {
+        self.remember(value);
         let mut cmd = Command::new(self.etcd.tool("etcdctl"));
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.spec.client_url()))
@@ -622,7 +673,14 @@ impl Unit {
 
     /// Runs an action as `juju run` would and returns what it reports.
     pub fn run_action(&self, name: &str, params: &[&str]) -> Outcome {
-        let out = self.action_cmd(name, params).output().expect("run-action");
+        self.run_action_env(name, params, &[])
+    }
+
+    /// An action with test-only environment (`ETCD_CHARM_TEST_*`).
+    pub fn run_action_env(&self, name: &str, params: &[&str], env: &[(&str, &str)]) -> Outcome {
+        let mut cmd = self.action_cmd(name, params);
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().expect("run-action");
         Outcome::parse(&out)
     }
 
@@ -719,6 +777,10 @@ impl Unit {
 impl Drop for Unit {
     fn drop(&mut self) {
         self.kill_etcd();
+        // Every test is also a grep of what the charm said.
+        if !std::thread::panicking() {
+            self.assert_no_secrets();
+        }
     }
 }
 
@@ -757,4 +819,60 @@ pub fn read_archive(path: &Path) -> Vec<(String, u32, Vec<u8>)> {
             )
         })
         .collect()
+}
+
+/// A tmpfs of a given size mounted for one test (the suite runs as root, as
+/// CI does); unmounted when dropped. For full-disk faults.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: u64) -> Tmpfs {
+        fs::create_dir_all(path).expect("mount point");
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .status()
+            .expect("mount");
+        assert!(
+            ok.success(),
+            "this test needs root to mount a tmpfs at {}",
+            path.display()
+        );
+        Tmpfs(path.to_path_buf())
+    }
+
+    /// tmpfs can change size while mounted.
+    pub fn resize(&self, size: u64) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .expect("remount");
+        assert!(ok.success(), "remount {}", self.0.display());
+    }
+
+    pub fn used(&self) -> u64 {
+        let out = Command::new("df")
+            .args(["--output=used", "-B1"])
+            .arg(&self.0)
+            .output()
+            .expect("df");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df used")
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }

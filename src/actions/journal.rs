@@ -1,0 +1,436 @@
+//! The restore journal: a small fsynced file beside the data dir saying how
+//! far a restore got once it began to change the unit. A restore that dies
+//! (SIGKILL, power loss) leaves it behind; the next hook or action reads it
+//! and brings the unit to one consistent state: the restore completed when
+//! its data was already proven, else the old data back. Either way etcd runs
+//! and the journal is removed.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::archive::ArchiveFile;
+use crate::etcd::config::ClientEndpoint;
+use crate::etcd::{id_hex, EtcdConfig, LocalMember};
+use crate::fsutil;
+use crate::paths::Paths;
+use crate::service;
+
+/// The test seam for crash tests: the action kills itself with SIGKILL
+/// right after recording this step.
+pub const ABORT_ENV: &str = "ETCD_CHARM_TEST_ABORT_AT";
+/// How long recovery waits for etcd to serve after starting it.
+const RECOVERY_START_LIMIT: Duration = Duration::from_secs(90);
+/// The level the backup archive is written at (it runs while etcd serves).
+pub const BACKUP_LEVEL: u32 = 6;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// The snapshot is verified and restored into staging; etcd untouched.
+    Verified,
+    /// etcd is stopped.
+    Stopped,
+    /// The old data is aside, the restored data in place, the config updated.
+    Swapped,
+    /// etcd serves the restored data.
+    Started,
+    /// The restored cluster passed its checks.
+    Checked,
+    /// The old data is backed up.
+    BackedUp,
+    /// The old data is deleted; only clean-up is left.
+    Done,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Verified => "verified",
+            Step::Stopped => "stopped",
+            Step::Swapped => "swapped",
+            Step::Started => "started",
+            Step::Checked => "checked",
+            Step::BackedUp => "backed-up",
+            Step::Done => "done",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub step: Step,
+    pub data_dir: PathBuf,
+    pub staging: PathBuf,
+    /// Where the old data dir goes while the restored one is tried.
+    pub aside: PathBuf,
+    /// The unit had a data dir before (else there is nothing to put back).
+    pub had_old_data: bool,
+    pub conf: PathBuf,
+    /// A copy of the config as it was before the restore.
+    pub saved_config: PathBuf,
+    /// The backup archive to make of the old data, unless skip-backup.
+    pub backup: Option<PathBuf>,
+    pub started_at: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot write the restore journal {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("the restore journal {path} cannot be read ({detail}); move it away once the data dir is checked by hand")]
+    Read { path: PathBuf, detail: String },
+    #[error("an interrupted restore could not be finished or undone: {0}; the unit will try again on its next hook")]
+    Recover(String),
+}
+
+/// The journal's path for a data dir: `<data-dir>.restore-journal`.
+pub fn path_for(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "etcd-data".into());
+    name.push(".restore-journal");
+    data_dir.with_file_name(name)
+}
+
+impl Journal {
+    pub fn path(&self) -> PathBuf {
+        path_for(&self.data_dir)
+    }
+
+    /// Saves the config beside the staged data, then records `Verified`.
+    pub fn begin(mut self) -> Result<Journal, JournalError> {
+        let write = |path: &Path, source| JournalError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let config = fs::read(&self.conf).map_err(|e| write(&self.conf, e))?;
+        let mut f = fsutil::create_private_file(&self.saved_config)
+            .map_err(|e| write(&self.saved_config, e))?;
+        f.write_all(&config)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| write(&self.saved_config, e))?;
+        self.step = Step::Verified;
+        self.record(Step::Verified)?;
+        Ok(self)
+    }
+
+    /// Records `step` durably; the test seam may stop the process here.
+    pub fn record(&mut self, step: Step) -> Result<(), JournalError> {
+        self.step = step;
+        let path = self.path();
+        let text = serde_json::to_vec_pretty(self).map_err(|e| JournalError::Write {
+            path: path.clone(),
+            source: io::Error::other(e),
+        })?;
+        fsutil::replace_file(&path, &text).map_err(|source| JournalError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        abort_point(step);
+        Ok(())
+    }
+
+    /// Removes staging, any unfinished backup and then the journal: the
+    /// restore is over.
+    pub fn close(self) -> io::Result<()> {
+        remove_tree(&self.staging)?;
+        if let Some(backup) = &self.backup {
+            let mut part = backup.as_os_str().to_os_string();
+            part.push(".part");
+            match fs::remove_file(PathBuf::from(part)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        let path = self.path();
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        fsutil::sync_dir(path.parent().unwrap_or(Path::new("/")))
+    }
+
+    pub fn load(data_dir: &Path) -> Result<Option<Journal>, JournalError> {
+        let path = path_for(data_dir);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(JournalError::Read {
+                    path,
+                    detail: e.to_string(),
+                })
+            }
+        };
+        let journal: Journal = serde_json::from_slice(&bytes).map_err(|e| JournalError::Read {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        // A journal names the paths recovery moves and deletes: only accept
+        // one that speaks of this data dir and its own siblings.
+        let sibling = |p: &Path| p.parent() == data_dir.parent();
+        if journal.data_dir != data_dir
+            || !sibling(&journal.staging)
+            || !sibling(&journal.aside)
+            || journal.saved_config.parent() != Some(journal.staging.as_path())
+        {
+            return Err(JournalError::Read {
+                path,
+                detail: "it names paths that are not beside the data dir".into(),
+            });
+        }
+        Ok(Some(journal))
+    }
+}
+
+fn abort_point(step: Step) {
+    if std::env::var(ABORT_ENV).is_ok_and(|v| v == step.name()) {
+        // SAFETY: kill(2) on our own pid; nothing is borrowed or freed.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Puts the unit back as it was before the restore: the old data dir and
+/// config in place and etcd serving them. Safe to run at any step and to
+/// run again.
+pub fn roll_back(
+    rt: &tokio::runtime::Runtime,
+    j: &Journal,
+    endpoint: &ClientEndpoint,
+    limit: Duration,
+) -> Result<String, String> {
+    let parent = j.data_dir.parent().unwrap_or(Path::new("/"));
+    if j.aside.exists() {
+        service::stop().map_err(|e| format!("etcd could not be stopped: {e}"))?;
+        if service::is_active() {
+            return Err("etcd could not be stopped to put the old data back".into());
+        }
+        // What is at the data dir now is the restored copy; the snapshot
+        // it came from is still where the operator put it.
+        remove_tree(&j.data_dir)
+            .map_err(|e| format!("cannot remove the restored data from the data dir: {e}"))?;
+        fs::rename(&j.aside, &j.data_dir).map_err(|e| {
+            format!(
+                "cannot move the old data back from {}: {e}",
+                j.aside.display()
+            )
+        })?;
+        fsutil::sync_dir(parent).map_err(|e| format!("cannot sync {}: {e}", parent.display()))?;
+    }
+    if let Ok(saved) = fs::read(&j.saved_config) {
+        if fs::read(&j.conf).ok().as_deref() != Some(saved.as_slice()) {
+            service::stop().map_err(|e| format!("etcd could not be stopped: {e}"))?;
+            fsutil::replace_file(&j.conf, &saved)
+                .map_err(|e| format!("cannot put the old etcd config back: {e}"))?;
+        }
+    }
+    if !service::is_active() {
+        service::start().map_err(|e| format!("etcd did not start on the old data: {e}"))?;
+    }
+    let (status, _) = rt.block_on(LocalMember::wait_healthy(endpoint, limit))?;
+    Ok(format!(
+        "the old data is back and etcd serves it as cluster {}",
+        id_hex(status.cluster_id)
+    ))
+}
+
+/// Finishes a restore whose data was already proven: etcd running on it,
+/// the old data backed up (unless skipped) and deleted.
+fn roll_forward(
+    rt: &tokio::runtime::Runtime,
+    j: &mut Journal,
+    endpoint: &ClientEndpoint,
+) -> Result<String, String> {
+    if !service::is_active() {
+        service::start().map_err(|e| format!("etcd did not start on the restored data: {e}"))?;
+    }
+    let (status, _) = rt.block_on(LocalMember::wait_healthy(endpoint, RECOVERY_START_LIMIT))?;
+    let mut note = format!(
+        "the restore was completed and etcd serves the restored data as cluster {}",
+        id_hex(status.cluster_id)
+    );
+    if j.step < Step::BackedUp && j.aside.exists() {
+        if let Some(backup) = j.backup.clone() {
+            match write_backup(&j.aside, &backup) {
+                Ok(()) => note.push_str(&format!(
+                    "; the old data is backed up in {}",
+                    backup.display()
+                )),
+                Err(e) => {
+                    // Keep the old data rather than lose it unbacked.
+                    return Ok(format!(
+                        "{note}; the backup of the old data failed ({e}), so it is kept in {}",
+                        j.aside.display()
+                    ));
+                }
+            }
+        }
+        j.record(Step::BackedUp).map_err(|e| e.to_string())?;
+    }
+    remove_tree(&j.aside).map_err(|e| format!("cannot remove {}: {e}", j.aside.display()))?;
+    Ok(note)
+}
+
+/// Writes `aside` as a tar.gz at `path`; a published archive of that name
+/// is taken as already done, a stale `.part` is replaced.
+pub fn write_backup(aside: &Path, path: &Path) -> Result<(), String> {
+    if path.exists() {
+        return Ok(());
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let part = dir.join(format!("{name}.part"));
+    match fs::remove_file(&part) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.to_string()),
+        _ => {}
+    }
+    let mut out = ArchiveFile::create(dir, &name, BACKUP_LEVEL).map_err(|e| e.to_string())?;
+    out.writer()
+        .append_tree(aside, "")
+        .map_err(|e| e.to_string())?;
+    out.publish().map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Looks for an interrupted restore on this unit and resolves it. The
+/// caller holds the action lock. Returns what was done, for the status.
+pub fn recover(paths: &Paths) -> Result<Option<String>, JournalError> {
+    let Ok(conf) = EtcdConfig::load(paths.conf()) else {
+        return Ok(None);
+    };
+    let Some(data_dir) = conf.data_dir() else {
+        return Ok(None);
+    };
+    let Some(mut j) = Journal::load(&data_dir)? else {
+        return Ok(None);
+    };
+    let endpoint = conf
+        .client_endpoint(paths.conf())
+        .map_err(|e| JournalError::Recover(e.to_string()))?;
+    let rt = crate::actions::runtime().map_err(|e| JournalError::Recover(e.to_string()))?;
+    let at = j.step.name();
+    let outcome = if j.step >= Step::Checked || !j.had_old_data {
+        roll_forward(&rt, &mut j, &endpoint).or_else(|forward| {
+            if j.had_old_data && j.aside.exists() {
+                roll_back(&rt, &j, &endpoint, RECOVERY_START_LIMIT)
+                    .map(|back| format!("finishing it failed ({forward}), so {back}"))
+            } else {
+                Err(forward)
+            }
+        })
+    } else {
+        // Re-read the config the journal saved: the endpoint may differ.
+        let saved = EtcdConfig::load(&j.saved_config).ok();
+        let endpoint = saved
+            .and_then(|c| c.client_endpoint(paths.conf()).ok())
+            .unwrap_or(endpoint);
+        roll_back(&rt, &j, &endpoint, RECOVERY_START_LIMIT)
+    };
+    match outcome {
+        Ok(done) => {
+            let note = format!(
+                "a restore started {} was interrupted after step {at}: {done}",
+                j.started_at
+            );
+            j.close()
+                .map_err(|e| JournalError::Recover(e.to_string()))?;
+            Ok(Some(note))
+        }
+        Err(e) => Err(JournalError::Recover(e)),
+    }
+}
+
+/// How long the status keeps saying what recovery did.
+const NOTE_DAYS: u64 = 1;
+
+fn note_path(paths: &Paths) -> PathBuf {
+    paths.state_dir().join("restore-recovery")
+}
+
+/// `recover`, and when it did something, keeps its note for the status and
+/// the operator's next look.
+pub fn recover_and_note(paths: &Paths) -> Result<Option<String>, JournalError> {
+    let note = recover(paths)?;
+    if let Some(text) = &note {
+        let _ = fsutil::create_private_dir(&paths.state_dir());
+        let _ = fsutil::replace_file(&note_path(paths), text.as_bytes());
+    }
+    Ok(note)
+}
+
+/// The last recovery's note, while it is recent.
+pub fn recent_note(paths: &Paths) -> Option<String> {
+    let path = note_path(paths);
+    let age = fs::metadata(&path).ok()?.modified().ok()?.elapsed().ok()?;
+    if age > Duration::from_secs(NOTE_DAYS * 86_400) {
+        return None;
+    }
+    fs::read_to_string(path).ok()
+}
+
+/// A restore that completed supersedes any earlier note.
+pub fn clear_note(paths: &Paths) {
+    let _ = fs::remove_file(note_path(paths));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_order_as_a_restore_runs() {
+        assert!(Step::Verified < Step::Stopped);
+        assert!(Step::Started < Step::Checked);
+        assert!(Step::BackedUp < Step::Done);
+        let text = serde_json::to_string(&Step::BackedUp).unwrap_or_default();
+        assert_eq!(text, "\"backed-up\"");
+    }
+
+    #[test]
+    fn a_journal_naming_other_paths_is_refused() {
+        let dir = std::env::temp_dir().join(format!("journal-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        let data = dir.join("m.etcd");
+        let j = Journal {
+            step: Step::Stopped,
+            data_dir: data.clone(),
+            staging: dir.join("m.etcd.restore-x"),
+            aside: PathBuf::from("/etc"),
+            had_old_data: true,
+            conf: dir.join("c.yml"),
+            saved_config: dir.join("m.etcd.restore-x/old-config.yml"),
+            backup: None,
+            started_at: "now".into(),
+        };
+        fs::write(path_for(&data), serde_json::to_vec(&j).expect("json")).expect("write");
+        assert!(matches!(
+            Journal::load(&data),
+            Err(JournalError::Read { .. })
+        ));
+        let ok = Journal {
+            aside: dir.join("m.etcd.pre-restore-x"),
+            ..j
+        };
+        fs::write(path_for(&data), serde_json::to_vec(&ok).expect("json")).expect("write");
+        assert_eq!(Journal::load(&data).ok().flatten(), Some(ok));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

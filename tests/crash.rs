@@ -1,0 +1,433 @@
+//! Restore killed at every journaled step, full disks, and version moves:
+//! whatever happens, the unit ends with one whole data set (the old one or
+//! the snapshot's), etcd serving it, and nothing half-made left behind.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::{list, mode, Etcd, Spec, TestDir, Tmpfs, Unit};
+
+const V34: &str = "3.4.23";
+const V35: &str = "3.5.16";
+const ABORT: &str = "ETCD_CHARM_TEST_ABORT_AT";
+
+/// Every key under / with its value.
+fn keys(unit: &Unit) -> BTreeMap<String, String> {
+    let out = unit.etcdctl(&["get", "/", "--prefix"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .chunks(2)
+        .map(|kv| (kv[0].to_string(), kv.get(1).unwrap_or(&"").to_string()))
+        .collect()
+}
+
+/// A unit whose data differs from a snapshot of it taken earlier: the
+/// test can tell "old data" from "snapshot data" from any mix.
+struct Scene {
+    t: TestDir,
+    unit: Unit,
+    archive: PathBuf,
+    snap: BTreeMap<String, String>,
+    old: BTreeMap<String, String>,
+    cluster: u64,
+}
+
+fn scene(name: &str, version: &'static str) -> Scene {
+    let t = TestDir::new(name);
+    let etcd = Etcd::get(version);
+    let unit = Unit::new(t.path(), &etcd, Spec::single(0, false));
+    unit.start();
+    unit.put("/k", "value-in-the-snapshot");
+    for i in 0..10 {
+        unit.put(&format!("/only-snap/{i}"), &format!("snapshot-only-{i:04}"));
+    }
+    let snap = keys(&unit);
+    let o = unit.run_action(
+        "snapshot",
+        &[&format!("target={}", t.path().join("snaps").display())],
+    );
+    o.assert_completed();
+    let archive = PathBuf::from(o.result("snapshot.path"));
+    unit.put("/k", "value-after-the-snapshot");
+    let del = unit.etcdctl(&["del", "/only-snap/", "--prefix"]);
+    assert!(del.status.success());
+    for i in 0..10 {
+        unit.put(&format!("/only-old/{i}"), &format!("old-data-only-{i:04}"));
+    }
+    let old = keys(&unit);
+    assert_ne!(old, snap);
+    let cluster = unit.status().0;
+    Scene {
+        t,
+        unit,
+        archive,
+        snap,
+        old,
+        cluster,
+    }
+}
+
+impl Scene {
+    fn restore_params(&self) -> [String; 2] {
+        [
+            format!("source={}", self.archive.display()),
+            format!("target={}", self.backups().display()),
+        ]
+    }
+
+    fn backups(&self) -> PathBuf {
+        self.t.path().join("backups")
+    }
+
+    fn parent(&self) -> PathBuf {
+        self.unit.data_dir().parent().expect("parent").to_path_buf()
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.parent().join("etcd0.etcd.restore-journal")
+    }
+
+    /// One whole data set, served, and nothing else beside the data dir.
+    fn assert_one_data_set(&self, want_snapshot: bool) {
+        let now = keys(&self.unit);
+        if want_snapshot {
+            assert_eq!(now, self.snap, "the snapshot's data, whole");
+            assert_ne!(self.unit.status().0, self.cluster, "a new cluster");
+        } else {
+            assert_eq!(now, self.old, "the old data, whole");
+            assert_eq!(self.unit.status().0, self.cluster, "the old cluster");
+        }
+        assert_eq!(list(&self.parent()), ["etcd0.etcd"]);
+        for f in list(&self.backups()) {
+            assert!(!f.ends_with(".part"), "unfinished backup {f} left");
+        }
+    }
+}
+
+fn killed_at(step: &str, version: &'static str) {
+    let s = scene(&format!("crash-{step}-{version}"), version);
+    let p = s.restore_params();
+    let o = s
+        .unit
+        .run_action_env("restore", &[p[0].as_str(), p[1].as_str()], &[(ABORT, step)]);
+    assert_eq!(o.exit_code, -9, "killed at {step}: {o:?}");
+    // The journal survives the kill, private, at the step.
+    let journal = s.journal();
+    let text = fs::read_to_string(&journal).expect("journal left by the killed restore");
+    assert!(text.contains(&format!("\"step\": \"{step}\"")), "{text}");
+    assert_eq!(mode(&journal), 0o600);
+    for f in list(&s.parent()) {
+        let p = s.parent().join(&f);
+        if p.is_dir() {
+            assert_eq!(mode(&p), 0o700, "{f}");
+        }
+    }
+
+    let hook = s.unit.run_hook("update-status");
+    assert_eq!(hook["exit_code"], 0, "{hook}");
+    let msg = hook["status"]["message"].as_str().unwrap_or_default();
+    assert_eq!(hook["status"]["status"], "active", "{hook}");
+    assert!(msg.starts_with("Healthy with 1 known peer"), "{msg}");
+    assert!(
+        msg.contains(&format!("was interrupted after step {step}")),
+        "{msg}"
+    );
+    let forward = !matches!(step, "verified" | "stopped" | "swapped" | "started");
+    if forward {
+        assert!(msg.contains("the restore was completed"), "{msg}");
+        let backups = list(&s.backups());
+        assert_eq!(backups.len(), 1, "{backups:?}");
+        assert_eq!(mode(&s.backups().join(&backups[0])), 0o600);
+    } else {
+        assert!(msg.contains("the old data is back"), "{msg}");
+        assert_eq!(list(&s.backups()), Vec::<String>::new());
+    }
+    assert!(!journal.exists(), "the journal is gone");
+    s.assert_one_data_set(forward);
+    // The juju-log says it too, for `juju debug-log`.
+    let logged = s.unit.calls_of("juju-log");
+    assert!(
+        logged
+            .iter()
+            .any(|a| a.join(" ").contains("was interrupted")),
+        "{logged:?}"
+    );
+    // And the next hook has nothing left to do.
+    let again = s.unit.run_hook("update-status");
+    assert_eq!(again["exit_code"], 0);
+    s.assert_one_data_set(forward);
+}
+
+#[test]
+fn killed_after_verified() {
+    killed_at("verified", V35);
+}
+
+#[test]
+fn killed_after_stopped() {
+    killed_at("stopped", V35);
+}
+
+#[test]
+fn killed_after_swapped() {
+    killed_at("swapped", V35);
+}
+
+#[test]
+fn killed_after_swapped_3_4() {
+    killed_at("swapped", V34);
+}
+
+#[test]
+fn killed_after_started() {
+    killed_at("started", V35);
+}
+
+#[test]
+fn killed_after_checked() {
+    killed_at("checked", V35);
+}
+
+#[test]
+fn killed_after_backed_up() {
+    killed_at("backed-up", V35);
+}
+
+#[test]
+fn killed_after_done() {
+    killed_at("done", V35);
+}
+
+/// The next action, not only a hook, resolves a killed restore first; a
+/// second restore then runs normally.
+#[test]
+fn next_action_resolves_a_killed_restore() {
+    let s = scene("crash-next-action", V35);
+    let p = s.restore_params();
+    let o = s.unit.run_action_env(
+        "restore",
+        &[p[0].as_str(), p[1].as_str()],
+        &[(ABORT, "started")],
+    );
+    assert_eq!(o.exit_code, -9);
+    let o = s
+        .unit
+        .run_action("restore", &[p[0].as_str(), p[1].as_str()]);
+    o.assert_completed();
+    assert!(
+        o.logs
+            .iter()
+            .any(|l| l.contains("was interrupted after step started")
+                && l.contains("the old data is back")),
+        "{:?}",
+        o.logs
+    );
+    s.assert_one_data_set(true);
+    assert_eq!(list(&s.backups()).len(), 1);
+    // A completed restore clears the note from the status.
+    let hook = s.unit.run_hook("update-status");
+    let msg = hook["status"]["message"].as_str().unwrap_or_default();
+    assert!(!msg.contains("interrupted"), "{msg}");
+}
+
+/// Values that compress to almost nothing: a big db, a small archive.
+fn fill_compressible(unit: &Unit, mib: usize) {
+    let value = vec![b'z'; 256 * 1024];
+    for i in 0..mib * 4 {
+        unit.put_stdin(&format!("/bulk/{i:05}"), &value);
+    }
+}
+
+#[test]
+fn snapshot_into_a_full_disk_leaves_nothing() {
+    let t = TestDir::new("crash-snapshot-full");
+    let unit = Unit::new(t.path(), &Etcd::get(V35), Spec::single(0, false));
+    unit.start();
+    unit.fill(6 << 20, 64 * 1024);
+
+    // Clearly too small: refused before writing, with the numbers.
+    let tiny = Tmpfs::mount(&t.path().join("tiny"), 64 * 1024);
+    let o = unit.run_action("snapshot", &[&format!("target={}", tiny.0.display())]);
+    o.assert_failed_with("not enough free space in");
+    assert!(o.message.contains("is free"), "{}", o.message);
+    assert_eq!(list(&tiny.0), Vec::<String>::new());
+
+    // Room enough to try, not to finish: fails as it fills, leaves nothing.
+    let small = Tmpfs::mount(&t.path().join("small"), 1 << 20);
+    let o = unit.run_action("snapshot", &[&format!("target={}", small.0.display())]);
+    o.assert_failed_with("No space left on device");
+    assert!(o.message.contains("no archive was kept"), "{}", o.message);
+    assert_eq!(list(&small.0), Vec::<String>::new());
+
+    // etcd never noticed: it serves, and a snapshot elsewhere works.
+    let o = unit.run_action(
+        "snapshot",
+        &[&format!("target={}", t.path().join("big").display())],
+    );
+    o.assert_completed();
+}
+
+/// The data dir's filesystem fills while restore stages the snapshot, or
+/// clearly cannot hold etcd's restore: refused, etcd untouched, nothing
+/// left beside the data dir; with room, the same restore succeeds.
+#[test]
+fn restore_staging_on_a_full_disk() {
+    let t = TestDir::new("crash-staging-full");
+    let etcd = Etcd::get(V35);
+    let spec = Spec::single(0, false);
+    let current = t.path().join("etcd-0/root/var/snap/etcd/current");
+    let disk = Tmpfs::mount(&current, 512 << 20);
+    let unit = Unit::new(t.path(), &etcd, spec);
+    unit.start();
+    fill_compressible(&unit, 12);
+    let o = unit.run_action(
+        "snapshot",
+        &[&format!("target={}", t.path().join("snaps").display())],
+    );
+    o.assert_completed();
+    let archive = o.result("snapshot.path").to_string();
+    let db_bytes: u64 = o.result("snapshot.db-size").parse().expect("db size");
+    assert!(db_bytes > 12 << 20, "{db_bytes}");
+    unit.put("/old/key", "the-old-data-stays");
+    let cluster = unit.status().0;
+    let params = [
+        format!("source={archive}"),
+        format!("target={}", t.path().join("backups").display()),
+    ];
+    let params = [params[0].as_str(), params[1].as_str()];
+    let untouched = |o: &support::Outcome| {
+        assert!(o.message.contains("etcd was not touched"), "{}", o.message);
+        assert_eq!(unit.status().0, cluster);
+        assert_eq!(unit.get("/old/key").as_deref(), Some("the-old-data-stays"));
+        assert_eq!(list(&current), ["etcd0.etcd"]);
+    };
+
+    // Room for the archive's bytes, not for the db they expand to.
+    disk.resize(disk.used() + (4 << 20));
+    let o = unit.run_action("restore", &params);
+    o.assert_failed_with("No space left on device");
+    assert!(o.message.contains("cannot stage"), "{}", o.message);
+    untouched(&o);
+
+    // Room for the db, not for etcd's restore beside it.
+    disk.resize(disk.used() + db_bytes + (8 << 20));
+    let o = unit.run_action("restore", &params);
+    o.assert_failed_with("not enough free space for etcd's restore tool");
+    untouched(&o);
+
+    disk.resize(disk.used() + (400 << 20));
+    let o = unit.run_action("restore", &params);
+    o.assert_completed();
+    assert_eq!(unit.get("/old/key"), None);
+    assert_eq!(unit.get("/bulk/00000").map(|v| v.len()), Some(256 * 1024));
+    drop(unit);
+    drop(disk);
+}
+
+/// The backup target fills: clearly too small is refused before etcd is
+/// touched; filling during the backup puts the old data back.
+#[test]
+fn restore_backup_into_a_full_disk() {
+    let t = TestDir::new("crash-backup-full");
+    let unit = Unit::new(t.path(), &Etcd::get(V35), Spec::single(0, false));
+    unit.start();
+    unit.put("/in/snapshot", "small-snapshot-value");
+    let o = unit.run_action(
+        "snapshot",
+        &[&format!("target={}", t.path().join("snaps").display())],
+    );
+    o.assert_completed();
+    let archive = o.result("snapshot.path").to_string();
+    unit.fill(6 << 20, 64 * 1024);
+    let cluster = unit.status().0;
+    let before = keys(&unit);
+    let source = format!("source={archive}");
+    let parent = unit.data_dir().parent().expect("parent").to_path_buf();
+
+    let tiny = Tmpfs::mount(&t.path().join("tiny"), 64 * 1024);
+    let o = unit.run_action(
+        "restore",
+        &[&source, &format!("target={}", tiny.0.display())],
+    );
+    o.assert_failed_with("needs at least");
+    assert!(o.message.contains("etcd was not touched"), "{}", o.message);
+    assert_eq!(list(&tiny.0), Vec::<String>::new());
+    assert_eq!(keys(&unit), before);
+
+    // Passes the db/8 floor, cannot hold ~4.5 MiB of compressed values.
+    let small = Tmpfs::mount(&t.path().join("small"), 3 << 20);
+    let o = unit.run_action(
+        "restore",
+        &[&source, &format!("target={}", small.0.display())],
+    );
+    o.assert_failed_with("the restore failed while backing up the old data");
+    assert!(
+        o.message.contains("No space left on device"),
+        "{}",
+        o.message
+    );
+    assert!(o.message.contains("the old data is back"), "{}", o.message);
+    assert_eq!(list(&small.0), Vec::<String>::new());
+    assert_eq!(unit.status().0, cluster);
+    assert_eq!(keys(&unit), before);
+    assert_eq!(list(&parent), ["etcd0.etcd"]);
+}
+
+fn restore_across(from: &'static str, to: &'static str) -> (TestDir, Unit, support::Outcome) {
+    let t = TestDir::new(&format!("crash-version-{from}-{to}"));
+    let a = Unit::new(t.path(), &Etcd::get(from), Spec::single(0, false));
+    a.start();
+    for i in 0..10 {
+        a.put(&format!("/v/{i}"), &format!("written-on-{from}-{i}"));
+    }
+    let o = a.run_action(
+        "snapshot",
+        &[&format!("target={}", t.path().join("snaps").display())],
+    );
+    o.assert_completed();
+    let archive = o.result("snapshot.path").to_string();
+    drop(a);
+    let b = Unit::new(t.path(), &Etcd::get(to), Spec::single(1, false));
+    b.start();
+    b.put("/b/own", "unit-b-own-data");
+    let o = b.run_action(
+        "restore",
+        &[
+            &format!("source={archive}"),
+            &format!("target={}", t.path().join("backups").display()),
+        ],
+    );
+    (t, b, o)
+}
+
+#[test]
+fn a_3_4_snapshot_restores_on_3_5() {
+    let (_t, b, o) = restore_across(V34, V35);
+    o.assert_completed();
+    for i in 0..10 {
+        assert_eq!(
+            b.get(&format!("/v/{i}")),
+            Some(format!("written-on-{V34}-{i}"))
+        );
+    }
+    assert_eq!(b.get("/b/own"), None);
+    b.wait_healthy(Duration::from_secs(10));
+}
+
+#[test]
+fn a_3_5_snapshot_is_refused_on_3_4() {
+    let (t, b, o) = restore_across(V35, V34);
+    o.assert_failed_with("etcd does not support moving data to an older minor version");
+    assert!(o.message.contains("3.5.16"), "{}", o.message);
+    assert!(o.message.contains("etcd was not touched"), "{}", o.message);
+    assert_eq!(b.get("/b/own").as_deref(), Some("unit-b-own-data"));
+    assert_eq!(list(&t.path().join("backups")), Vec::<String>::new());
+    let parent: &Path = &b.data_dir();
+    assert_eq!(list(parent.parent().expect("parent")), ["etcd1.etcd"]);
+}
