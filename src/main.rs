@@ -20,6 +20,12 @@ fn main() -> ExitCode {
             .unwrap_or_default();
         eprintln!("etcd charm internal error: {msg}");
     }));
+    // Whatever the charm or a tool it runs (etcdutl restore) creates is
+    // private to root from the moment it exists.
+    // SAFETY: umask(2) only swaps the process's file mode mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let env = JujuEnv::from_process();
     let argv0 = std::env::args().next().unwrap_or_default();
     let tools = ProcessTools;

@@ -431,3 +431,83 @@ fn a_3_5_snapshot_is_refused_on_3_4() {
     let parent: &Path = &b.data_dir();
     assert_eq!(list(parent.parent().expect("parent")), ["etcd1.etcd"]);
 }
+
+/// Every path under `dirs` with its mode.
+fn modes(dirs: &[&Path]) -> BTreeMap<PathBuf, u32> {
+    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, u32>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(meta) = fs::symlink_metadata(&p) else {
+                continue;
+            };
+            out.insert(
+                p.clone(),
+                std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+            );
+            if meta.is_dir() {
+                walk(&p, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for d in dirs {
+        if let Ok(meta) = fs::metadata(d) {
+            out.insert(
+                d.to_path_buf(),
+                std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+            );
+        }
+        walk(d, &mut out);
+    }
+    out
+}
+
+/// Snapshot, restore with a backup, and a killed restore resolved by a
+/// hook: every file and dir that appeared is private to its owner (0600,
+/// 0700), the state dir, lock, journal and note included.
+#[test]
+fn every_path_the_charm_creates_is_private() {
+    let s = scene("crash-modes", V35);
+    let snaps = s.t.path().join("snaps");
+    let dirs = [s.unit.root.as_path(), snaps.as_path(), &s.backups()];
+    let before = modes(&dirs);
+    let p = s.restore_params();
+    let o = s.unit.run_action_env(
+        "restore",
+        &[p[0].as_str(), p[1].as_str()],
+        &[(ABORT, "checked")],
+    );
+    assert_eq!(o.exit_code, -9);
+    let mid = modes(&dirs);
+    let hook = s.unit.run_hook("update-status");
+    assert_eq!(hook["exit_code"], 0);
+    s.unit
+        .run_action("snapshot", &[&format!("target={}", snaps.display())])
+        .assert_completed();
+    s.unit
+        .run_action("restore", &[p[0].as_str(), p[1].as_str()])
+        .assert_completed();
+    let after = modes(&dirs);
+    let mut checked = 0;
+    for (path, mode) in mid.iter().chain(after.iter()) {
+        if before.contains_key(path) {
+            continue;
+        }
+        checked += 1;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+    }
+    let journal = s.journal();
+    let note = s.unit.root.join("var/lib/etcd-charm/restore-recovery");
+    for must in [
+        &journal,
+        &s.unit.root.join("var/lib/etcd-charm/action.lock"),
+    ] {
+        assert!(mid.contains_key(must), "{} was checked", must.display());
+    }
+    assert!(
+        after.contains_key(&s.backups()) && !after.contains_key(&note),
+        "the backups dir exists; a completed restore cleared the note"
+    );
+    assert!(checked > 10, "only {checked} new paths");
+}
