@@ -26,6 +26,8 @@ pub enum Error {
     Param { name: String, reason: String },
     #[error("this charm has no action named {0:?}")]
     UnknownAction(String),
+    #[error("{0}")]
+    Hook(String),
     #[error("cannot start the charm's runtime: {0}")]
     Runtime(std::io::Error),
 }

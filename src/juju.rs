@@ -129,6 +129,49 @@ pub trait HookTools {
     fn relation_ids(&self, name: &str) -> Result<Vec<String>, JujuError>;
     /// Remote units in relation `id`.
     fn relation_list(&self, id: &str) -> Result<Vec<String>, JujuError>;
+    /// One unit's (or with `app`, the application's) settings in relation `id`.
+    fn relation_get(&self, id: &str, unit: &str) -> Result<Settings, JujuError>;
+    /// Sets (empty value: deletes) this unit's settings in relation `id`.
+    fn relation_set(&self, id: &str, pairs: &[(&str, String)]) -> Result<(), JujuError>;
+    /// The application config, every option with its value or default.
+    fn config(&self) -> Result<Map<String, Value>, JujuError>;
+    fn is_leader(&self) -> Result<bool, JujuError>;
+    fn leader_get(&self) -> Result<Settings, JujuError>;
+    /// Only the leader may; an empty value deletes the key.
+    fn leader_set(&self, pairs: &[(&str, String)]) -> Result<(), JujuError>;
+    /// The address other units reach this one at, for a binding.
+    fn ingress_address(&self, binding: &str) -> Result<String, JujuError>;
+    fn application_version_set(&self, version: &str) -> Result<(), JujuError>;
+    fn open_port(&self, port: u16) -> Result<(), JujuError>;
+}
+
+/// Relation or leader settings: string keys and values.
+pub type Settings = BTreeMap<String, String>;
+
+fn json_settings(tool: &str, out: &Output) -> Result<Settings, JujuError> {
+    match serde_json::from_slice::<Value>(&out.stdout) {
+        Ok(Value::Object(map)) => Ok(map
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                Value::String(s) => Some((k, s)),
+                Value::Null => None,
+                other => Some((k, other.to_string())),
+            })
+            .collect()),
+        Ok(Value::Null) => Ok(Settings::new()),
+        Ok(other) => Err(JujuError::BadOutput {
+            tool: tool.into(),
+            detail: format!("expected settings, got {other}"),
+        }),
+        Err(e) => Err(JujuError::BadOutput {
+            tool: tool.into(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+fn pair_args(pairs: &[(&str, String)]) -> Vec<String> {
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
 fn json_strings(tool: &str, out: &Output) -> Result<Vec<String>, JujuError> {
@@ -255,6 +298,73 @@ impl HookTools for ProcessTools {
         let out = self.run("relation-list", &["--format=json", "-r", id])?;
         json_strings("relation-list", &out)
     }
+
+    fn relation_get(&self, id: &str, unit: &str) -> Result<Settings, JujuError> {
+        let out = self.run("relation-get", &["--format=json", "-r", id, "-", unit])?;
+        json_settings("relation-get", &out)
+    }
+
+    fn relation_set(&self, id: &str, pairs: &[(&str, String)]) -> Result<(), JujuError> {
+        let mut args = vec!["-r".to_string(), id.to_string()];
+        args.extend(pair_args(pairs));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run("relation-set", &args).map(drop)
+    }
+
+    fn config(&self) -> Result<Map<String, Value>, JujuError> {
+        let out = self.run("config-get", &["--format=json", "--all"])?;
+        match serde_json::from_slice::<Value>(&out.stdout) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(Value::Null) => Ok(Map::new()),
+            Ok(other) => Err(JujuError::BadOutput {
+                tool: "config-get".into(),
+                detail: format!("expected an object, got {other}"),
+            }),
+            Err(e) => Err(JujuError::BadOutput {
+                tool: "config-get".into(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    fn is_leader(&self) -> Result<bool, JujuError> {
+        let out = self.run("is-leader", &["--format=json"])?;
+        serde_json::from_slice::<bool>(&out.stdout).map_err(|e| JujuError::BadOutput {
+            tool: "is-leader".into(),
+            detail: e.to_string(),
+        })
+    }
+
+    fn leader_get(&self) -> Result<Settings, JujuError> {
+        let out = self.run("leader-get", &["--format=json"])?;
+        json_settings("leader-get", &out)
+    }
+
+    fn leader_set(&self, pairs: &[(&str, String)]) -> Result<(), JujuError> {
+        let args = pair_args(pairs);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run("leader-set", &args).map(drop)
+    }
+
+    fn ingress_address(&self, binding: &str) -> Result<String, JujuError> {
+        let out = self.run("network-get", &[binding, "--ingress-address"])?;
+        let addr = first_line(&out.stdout);
+        if addr.is_empty() {
+            return Err(JujuError::BadOutput {
+                tool: "network-get".into(),
+                detail: format!("no ingress address for {binding}"),
+            });
+        }
+        Ok(addr)
+    }
+
+    fn application_version_set(&self, version: &str) -> Result<(), JujuError> {
+        self.run("application-version-set", &[version]).map(drop)
+    }
+
+    fn open_port(&self, port: u16) -> Result<(), JujuError> {
+        self.run("open-port", &[&format!("{port}/tcp")]).map(drop)
+    }
 }
 
 /// What Juju tells the process about itself through the environment.
@@ -264,6 +374,9 @@ pub struct JujuEnv {
     pub dispatch_path: Option<String>,
     pub action_name: Option<String>,
     pub hook_name: Option<String>,
+    pub relation_id: Option<String>,
+    pub remote_unit: Option<String>,
+    pub departing_unit: Option<String>,
 }
 
 impl JujuEnv {
@@ -274,6 +387,9 @@ impl JujuEnv {
             dispatch_path: var("JUJU_DISPATCH_PATH"),
             action_name: var("JUJU_ACTION_NAME"),
             hook_name: var("JUJU_HOOK_NAME"),
+            relation_id: var("JUJU_RELATION_ID"),
+            remote_unit: var("JUJU_REMOTE_UNIT"),
+            departing_unit: var("JUJU_DEPARTING_UNIT"),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod etcd;
 pub mod fsutil;
 pub mod hooks;
+pub mod install;
 pub mod juju;
 pub mod lock;
 pub mod paths;

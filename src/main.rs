@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     let paths = Paths::from_env();
     let outcome = std::panic::catch_unwind(|| match route(&env, &argv0) {
         Route::Action(name) => run_action(&name, &tools, &paths, &env),
-        Route::Hook(name) => run_hook(&name, &tools, &paths),
+        Route::Hook(name) => run_hook(&name, &tools, &paths, &env),
         Route::Unknown(what) => {
             eprintln!("etcd charm: cannot tell which hook or action to run from {what:?}");
             ExitCode::from(2)
@@ -73,8 +73,8 @@ fn run_action(name: &str, tools: &ProcessTools, paths: &Paths, env: &JujuEnv) ->
     }
 }
 
-fn run_hook(name: &str, tools: &ProcessTools, paths: &Paths) -> ExitCode {
-    match hooks::run(name, tools, paths) {
+fn run_hook(name: &str, tools: &ProcessTools, paths: &Paths, env: &JujuEnv) -> ExitCode {
+    match hooks::run(name, tools, paths, env) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let msg = format!("{name} failed: {e}");

@@ -42,6 +42,30 @@ impl Paths {
         self.root.join(STATE_DIR)
     }
 
+    /// Where the charm installs etcd from the `etcd` resource: one dir per
+    /// version and a `current` link.
+    pub fn etcd_install_dir(&self) -> PathBuf {
+        self.state_dir().join("etcd")
+    }
+
+    /// The systemd unit the charm writes when it installs etcd itself.
+    pub fn unit_file(&self) -> PathBuf {
+        self.under_root("etc/systemd/system/snap.etcd.etcd.service")
+    }
+
+    /// Where etcd's own tools are, after PATH: the charm's install, the snap's.
+    pub fn tool_dirs(&self) -> Vec<PathBuf> {
+        vec![
+            self.etcd_install_dir().join("current"),
+            self.under_root("snap/bin"),
+        ]
+    }
+
+    /// Where etcd keeps a member's data: `/var/snap/etcd/current/<name>.etcd`.
+    pub fn data_dir_for(&self, name: &str) -> PathBuf {
+        self.under_root(&format!("var/snap/etcd/current/{name}.etcd"))
+    }
+
     /// A host path under the root; `rel` is relative ("var/…").
     pub fn under_root(&self, rel: &str) -> PathBuf {
         self.root.join(rel.trim_start_matches('/'))

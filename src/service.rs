@@ -12,13 +12,16 @@ pub struct ServiceError {
 }
 
 fn systemctl(verb: &'static str) -> Result<(), ServiceError> {
-    let out = Command::new("systemctl")
-        .args([verb, SERVICE])
-        .output()
-        .map_err(|e| ServiceError {
-            verb,
-            detail: e.to_string(),
-        })?;
+    let mut cmd = Command::new("systemctl");
+    if verb == "daemon-reload" {
+        cmd.arg(verb);
+    } else {
+        cmd.args([verb, SERVICE]);
+    }
+    let out = cmd.output().map_err(|e| ServiceError {
+        verb,
+        detail: e.to_string(),
+    })?;
     if out.status.success() {
         return Ok(());
     }
@@ -44,6 +47,22 @@ pub fn start() -> Result<(), ServiceError> {
 
 pub fn stop() -> Result<(), ServiceError> {
     systemctl("stop")
+}
+
+pub fn restart() -> Result<(), ServiceError> {
+    systemctl("restart")
+}
+
+pub fn enable() -> Result<(), ServiceError> {
+    systemctl("enable")
+}
+
+pub fn disable() -> Result<(), ServiceError> {
+    systemctl("disable")
+}
+
+pub fn daemon_reload() -> Result<(), ServiceError> {
+    systemctl("daemon-reload")
 }
 
 pub fn is_active() -> bool {

@@ -313,7 +313,7 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     // Checks first: source, member count, tool, backup target, archive.
     let source = find_source(ctx, &p)?;
     let before = rt.block_on(count_members(ctx, &conf, &endpoint))?;
-    let tool = RestoreTool::find(&ctx.paths.under_root("snap/bin")).map_err(RestoreError::Tool)?;
+    let tool = RestoreTool::find(&ctx.paths.tool_dirs()).map_err(RestoreError::Tool)?;
     if p.bump_revision > 0 && !tool.supports_bump_revision() {
         return Err(RestoreError::NoBump {
             version: tool.version(),

@@ -97,6 +97,16 @@ fn tls_options(url: &str, tls: &ClientTls) -> Result<TlsOptions, EtcdError> {
     Ok(opts)
 }
 
+fn member_info(m: &etcd_client::Member) -> MemberInfo {
+    MemberInfo {
+        id: m.id(),
+        name: m.name().to_string(),
+        peer_urls: m.peer_urls().to_vec(),
+        client_urls: m.client_urls().to_vec(),
+        is_learner: m.is_learner(),
+    }
+}
+
 impl LocalMember {
     pub async fn connect(endpoint: &ClientEndpoint) -> Result<Self, EtcdError> {
         let url = endpoint.url.clone();
@@ -170,17 +180,7 @@ impl LocalMember {
     pub async fn members(&self) -> Result<Vec<MemberInfo>, EtcdError> {
         let mut c = self.client.cluster_client();
         let resp = self.call("member list", c.member_list()).await?;
-        Ok(resp
-            .members()
-            .iter()
-            .map(|m| MemberInfo {
-                id: m.id(),
-                name: m.name().to_string(),
-                peer_urls: m.peer_urls().to_vec(),
-                client_urls: m.client_urls().to_vec(),
-                is_learner: m.is_learner(),
-            })
-            .collect())
+        Ok(resp.members().iter().map(member_info).collect())
     }
 
     /// Opens the snapshot stream; `limit` bounds the wait for etcd to start it.
@@ -193,6 +193,35 @@ impl LocalMember {
         let status = m.status().await?;
         let members = m.members().await?;
         Ok((status, members))
+    }
+
+    /// Adds a member as a learner (no vote, so no quorum change until it is
+    /// promoted); returns its ID and the member list after the add.
+    pub async fn add_learner(
+        &self,
+        peer_urls: &[String],
+    ) -> Result<(u64, Vec<MemberInfo>), EtcdError> {
+        let mut c = self.client.cluster_client();
+        let opts = etcd_client::MemberAddOptions::new().with_is_learner();
+        let resp = self
+            .call("member add", c.member_add(peer_urls.to_vec(), Some(opts)))
+            .await?;
+        let id = resp.member().map(|m| m.id()).unwrap_or_default();
+        Ok((id, resp.member_list().iter().map(member_info).collect()))
+    }
+
+    pub async fn promote(&self, id: u64) -> Result<(), EtcdError> {
+        let mut c = self.client.cluster_client();
+        self.call("member promote", c.member_promote(id))
+            .await
+            .map(drop)
+    }
+
+    pub async fn remove(&self, id: u64) -> Result<(), EtcdError> {
+        let mut c = self.client.cluster_client();
+        self.call("member remove", c.member_remove(id))
+            .await
+            .map(drop)
     }
 
     /// Waits until the local member serves, with its member list; the

@@ -73,14 +73,15 @@ fn last_line(out: &Output) -> String {
 }
 
 impl RestoreTool {
-    /// etcdutl, then etcdctl, on PATH; then the etcd snap's under `snap_bin`.
-    pub fn find(snap_bin: &Path) -> Result<Self, ToolError> {
+    /// etcdutl, then etcdctl, on PATH; then in each of `dirs` (the
+    /// charm's own install from the `etcd` resource, the snap's bin dir).
+    pub fn find(dirs: &[PathBuf]) -> Result<Self, ToolError> {
+        const NAMES: [&str; 4] = ["etcdutl", "etcdctl", "etcd.etcdutl", "etcd.etcdctl"];
         find_on_path("etcdutl")
             .or_else(|| find_on_path("etcdctl"))
             .or_else(|| {
-                ["etcd.etcdutl", "etcd.etcdctl"]
-                    .iter()
-                    .map(|n| snap_bin.join(n))
+                dirs.iter()
+                    .flat_map(|d| NAMES.iter().map(move |n| d.join(n)))
                     .find(|p| p.is_file())
             })
             .map(|path| RestoreTool { path })

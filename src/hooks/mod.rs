@@ -1,19 +1,80 @@
-//! Hooks. Juju runs `dispatch` for every hook, including ones the charm
-//! has nothing to do in; those succeed quietly.
+//! Hooks. Every hook first resolves a restore that was killed midway; most
+//! then converge the unit on what it should be (etcd installed, configured,
+//! running, in its cluster) and report status. Hooks with nothing to do
+//! succeed quietly.
+
+mod cluster;
 
 use crate::actions::journal;
 use crate::error::Error;
 use crate::etcd::{EtcdConfig, LocalMember};
-use crate::juju::{HookTools, LogLevel, Status};
+use crate::install::{self, Installed};
+use crate::juju::{HookTools, JujuEnv, LogLevel, Status};
 use crate::lock::ActionLock;
 use crate::paths::Paths;
+use crate::service;
 
-pub fn run(name: &str, tools: &dyn HookTools, paths: &Paths) -> Result<(), Error> {
+pub use cluster::PEER;
+
+pub struct HookContext<'a> {
+    pub tools: &'a dyn HookTools,
+    pub paths: &'a Paths,
+    pub env: &'a JujuEnv,
+}
+
+impl HookContext<'_> {
+    fn log(&self, message: &str) {
+        let _ = self.tools.log(LogLevel::Info, message);
+    }
+}
+
+pub fn run(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> Result<(), Error> {
+    let ctx = HookContext { tools, paths, env };
     if !resolve_interrupted(tools, paths)? {
         return Ok(());
     }
+    let departing_self = env.departing_unit.is_some()
+        && env.departing_unit.as_deref() == Some(env.unit_name.as_str());
     match name {
-        "update-status" => update_status(tools, paths),
+        "install" => {
+            tools.status_set(Status::Maintenance, "Installing etcd")?;
+            let options = match cluster::options(&ctx) {
+                Ok(o) => o,
+                Err(msg) => return Ok(tools.status_set(Status::Blocked, &msg)?),
+            };
+            let resource = tools
+                .resource_get(install::RESOURCE)?
+                .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));
+            match install::install(paths, resource.as_deref(), &options.channel) {
+                Ok(i) => ctx.log(&format!(
+                    "installed etcd from the {}{}",
+                    i.source,
+                    i.version
+                        .map(|v| format!(" (etcd {v})"))
+                        .unwrap_or_default()
+                )),
+                Err(e) => {
+                    let msg = e.to_string();
+                    tools.status_set(Status::Blocked, &msg)?;
+                    return Err(Error::Hook(msg));
+                }
+            }
+            cluster::converge(&ctx)
+        }
+        "stop" => {
+            let _ = service::stop();
+            Ok(())
+        }
+        "remove" => install::uninstall(paths).map_err(|e| Error::Hook(e.to_string())),
+        n if n.ends_with("-relation-departed") && departing_self => cluster::leave(&ctx),
+        n if n.ends_with("-relation-broken") && departing_self => Ok(()),
+        "config-changed"
+        | "start"
+        | "leader-elected"
+        | "leader-settings-changed"
+        | "upgrade-charm"
+        | "update-status" => cluster::converge(&ctx),
+        n if n.starts_with(&format!("{PEER}-relation-")) => cluster::converge(&ctx),
         _ => {
             tools.log(LogLevel::Debug, &format!("nothing to do in {name}"))?;
             Ok(())
@@ -43,7 +104,9 @@ fn resolve_interrupted(tools: &dyn HookTools, paths: &Paths) -> Result<bool, Err
     Ok(true)
 }
 
-fn update_status(tools: &dyn HookTools, paths: &Paths) -> Result<(), Error> {
+/// The status of a unit whose etcd the charm did not install (laid out by
+/// hand): healthy with its member count, or blocked with the reason.
+fn report_status(tools: &dyn HookTools, paths: &Paths) -> Result<(), Error> {
     let conf = match EtcdConfig::load(paths.conf()) {
         Ok(c) => c,
         Err(e) => {
@@ -55,16 +118,24 @@ fn update_status(tools: &dyn HookTools, paths: &Paths) -> Result<(), Error> {
     let rt = crate::actions::runtime()?;
     match rt.block_on(LocalMember::probe(&endpoint)) {
         Ok((s, members)) => {
-            let n = members.len();
-            let plural = if n == 1 { "" } else { "s" };
-            let mut msg = format!("Healthy with {n} known peer{plural} (etcd {})", s.version);
-            if let Some(note) = journal::recent_note(paths) {
-                msg.push_str("; ");
-                msg.push_str(&note);
-            }
-            tools.status_set(Status::Active, &msg)?
+            tools.status_set(Status::Active, &healthy(members.len(), &s.version, paths))?
         }
         Err(e) => tools.status_set(Status::Blocked, &e.to_string())?,
     }
     Ok(())
+}
+
+/// "Healthy with N known peers (etcd V)", plus any recent recovery note.
+fn healthy(n: usize, version: &str, paths: &Paths) -> String {
+    let plural = if n == 1 { "" } else { "s" };
+    let mut msg = format!("Healthy with {n} known peer{plural} (etcd {version})");
+    if let Some(note) = journal::recent_note(paths) {
+        msg.push_str("; ");
+        msg.push_str(&note);
+    }
+    msg
+}
+
+fn installed(paths: &Paths) -> Option<Installed> {
+    Installed::load(paths)
 }

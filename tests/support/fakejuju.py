@@ -11,11 +11,23 @@ snap.etcd.etcd service, running a real etcd with --config-file.
 Every tool call is recorded in <unit>/juju/calls.jsonl so a test can assert
 exactly what an operator would see.
 
+Several units can share a model dir (leader, leader settings, application
+config, relation data). Hooks that change relation data or leader settings
+queue the hooks Juju would fire on the other units (relation-changed,
+leader-settings-changed); `settle` runs the queue in order.
+
 Commands (for the test harness and ./charm demo):
   init-unit UNIT_DIR --unit NAME --charm-dir DIR --etcd-bin DIR --conf PATH --root DIR
+            [--model DIR] [--address IP]
   run-action UNIT_DIR ACTION [key=value ...] [--json] [--timeout SECS]
   run-hook UNIT_DIR HOOK [--json]
   resource UNIT_DIR NAME [FILE]   attach a resource (no FILE: detach)
+  add-unit MODEL UNIT_DIR         install, leader-elected or leader-settings-changed,
+                                  config-changed, start, join the peer relation; settle
+  remove-unit MODEL UNIT          departed on both sides, broken, stop, remove; settle
+  config MODEL key=value ...      juju config: validate, config-changed everywhere; settle
+  run-all MODEL HOOK              one hook on every unit (update-status); settle
+  settle MODEL                    run queued hooks until none are left
 """
 
 import json
@@ -34,8 +46,28 @@ SERVICE = "snap.etcd.etcd"
 ACTION_TOOLS = {"action-get", "action-set", "action-fail", "action-log"}
 TOOLS = sorted(
     ACTION_TOOLS
-    | {"status-set", "juju-log", "resource-get", "relation-ids", "relation-list", "systemctl"}
+    | {
+        "status-set",
+        "juju-log",
+        "resource-get",
+        "relation-ids",
+        "relation-list",
+        "relation-get",
+        "relation-set",
+        "config-get",
+        "is-leader",
+        "leader-get",
+        "leader-set",
+        "network-get",
+        "application-version-set",
+        "open-port",
+        "close-port",
+        "opened-ports",
+        "systemctl",
+        "snap",
+    }
 )
+PEER = "cluster"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -205,8 +237,235 @@ def tool_resource_get(unit, args):
 
 
 def relations(unit):
-    """<unit>/juju/relations.json: {"cluster": {"cluster:0": ["etcd/1", ...]}}"""
+    """<unit>/juju/relations.json, this unit's view:
+    {"cluster": {"cluster:0": ["etcd/1", ...]}} (remote units it has seen join)."""
     return read_json(jpath(unit, "relations.json"), {})
+
+
+def model_dir(unit):
+    return unit_info(unit).get("model") or jpath(unit, "model")
+
+
+def mpath(model, name):
+    return os.path.join(model, name)
+
+
+def model_state(model):
+    return read_json(mpath(model, "model.json"), {"leader": None, "units": {}, "config": {}})
+
+
+def save_model(model, state):
+    write_json(mpath(model, "model.json"), state)
+
+
+def reldata(model):
+    """{relation id: {unit or app name: {key: value}}}"""
+    return read_json(mpath(model, "reldata.json"), {})
+
+
+def leader_settings(model):
+    return read_json(mpath(model, "leader.json"), {})
+
+
+def settings_pairs(args, what):
+    pairs = {}
+    for a in args:
+        if "=" not in a:
+            raise ToolError(f'ERROR expected "key=value", got "{a}"', 2)
+        k, v = a.split("=", 1)
+        if not k:
+            raise ToolError(f'ERROR expected "key=value", got "{a}"', 2)
+        pairs[k] = v
+    if not pairs:
+        raise ToolError(f"ERROR no {what} specified", 2)
+    return pairs
+
+
+def current_relation(unit, args):
+    """(-r value or JUJU_RELATION_ID, remaining args)."""
+    rid, rest, it = os.environ.get("JUJU_RELATION_ID", ""), [], iter(args)
+    for a in it:
+        if a in ("-r", "--relation"):
+            rid = next(it, "")
+        elif a.startswith("-r="):
+            rid = a[3:]
+        else:
+            rest.append(a)
+    if not rid:
+        raise ToolError("ERROR no relation id specified", 2)
+    for rels in relations(unit).values():
+        if rid in rels:
+            return rid, rest
+    raise ToolError(f'ERROR invalid value "{rid}" for option -r: relation not found', 2)
+
+
+def tool_relation_get(unit, args):
+    fmt, args = fmt_list(args)
+    app = "--app" in args
+    args = [a for a in args if a != "--app"]
+    rid, rest = current_relation(unit, args)
+    key = rest[0] if rest else "-"
+    who = rest[1] if len(rest) > 1 else os.environ.get("JUJU_REMOTE_UNIT", "")
+    me = unit_info(unit)["unit"]
+    if not who:
+        raise ToolError("ERROR no unit or application specified", 2)
+    seen = [u for rels in relations(unit).values() for u in rels.get(rid, [])]
+    if app:
+        who = who.split("/")[0]
+    elif who != me and who not in seen:
+        raise ToolError(f'ERROR cannot read settings for unit "{who}" in relation "{rid}": permission denied', 1)
+    data = reldata(model_dir(unit)).get(rid, {}).get(who, {})
+    value = data if key == "-" else data.get(key)
+    if fmt == "json":
+        print(json.dumps(value))
+    elif key == "-":
+        import yaml
+
+        if data:
+            sys.stdout.write(yaml.safe_dump(data, default_flow_style=False))
+    elif value is not None:
+        print(value)
+
+
+def tool_relation_set(unit, args):
+    app = "--app" in args
+    args = [a for a in args if a != "--app"]
+    rid, rest = current_relation(unit, args)
+    pairs = settings_pairs(rest, "settings")
+    info = unit_info(unit)
+    model = model_dir(unit)
+    who = info["unit"]
+    if app:
+        if model_state(model).get("leader") != who:
+            raise ToolError("ERROR cannot write relation settings: not the leader", 1)
+        who = who.split("/")[0]
+    data = reldata(model)
+    mine = data.setdefault(rid, {}).setdefault(who, {})
+    for k, v in pairs.items():
+        if v == "":
+            mine.pop(k, None)
+        else:
+            mine[k] = v
+    write_json(mpath(model, "reldata.json"), data)
+
+
+def tool_config_get(unit, args):
+    fmt, rest = fmt_list(args)
+    rest = [a for a in rest if a not in ("-a", "--all")]
+    import yaml
+
+    with open(os.path.join(unit_info(unit)["charm_dir"], "config.yaml")) as f:
+        options = (yaml.safe_load(f) or {}).get("options") or {}
+    config = {k: o["default"] for k, o in options.items() if "default" in o}
+    config.update(model_state(model_dir(unit)).get("config", {}))
+    value = config if not rest else config.get(rest[0])
+    if fmt == "json":
+        print(json.dumps(value))
+    elif value is not None:
+        sys.stdout.write(yaml.safe_dump(value, default_flow_style=False))
+
+
+def tool_is_leader(unit, args):
+    fmt, _ = fmt_list(args)
+    me = unit_info(unit)["unit"]
+    leader = model_state(model_dir(unit)).get("leader") == me
+    print(json.dumps(leader) if fmt == "json" else ("True" if leader else "False"))
+
+
+def tool_leader_get(unit, args):
+    fmt, rest = fmt_list(args)
+    settings = leader_settings(model_dir(unit))
+    value = settings if not rest or rest[0] == "-" else settings.get(rest[0])
+    if fmt == "json":
+        print(json.dumps(value))
+    elif isinstance(value, dict):
+        import yaml
+
+        if value:
+            sys.stdout.write(yaml.safe_dump(value, default_flow_style=False))
+    elif value is not None:
+        print(value)
+
+
+def tool_leader_set(unit, args):
+    model = model_dir(unit)
+    if model_state(model).get("leader") != unit_info(unit)["unit"]:
+        raise ToolError("ERROR cannot write leadership settings: cannot write settings: not the leader", 1)
+    pairs = settings_pairs(args, "settings")
+    settings = leader_settings(model)
+    for k, v in pairs.items():
+        if v == "":
+            settings.pop(k, None)
+        else:
+            settings[k] = v
+    write_json(mpath(model, "leader.json"), settings)
+
+
+def tool_network_get(unit, args):
+    fmt, rest = fmt_list(args)
+    flags = [a for a in rest if a.startswith("-")]
+    names = [a for a in rest if not a.startswith("-")]
+    if len(names) != 1:
+        raise ToolError("ERROR no arguments specified" if not names else f'ERROR unrecognized args: ["{names[1]}"]', 2)
+    import yaml
+
+    with open(os.path.join(unit_info(unit)["charm_dir"], "metadata.yaml")) as f:
+        meta = yaml.safe_load(f) or {}
+    bindings = set(meta.get("extra-bindings") or {})
+    for kind in ("peers", "provides", "requires"):
+        bindings |= set(meta.get(kind) or {})
+    if names[0] not in bindings and not names[0].startswith(PEER + ":"):
+        raise ToolError(f'ERROR no network config found for binding "{names[0]}"', 1)
+    addr = unit_info(unit).get("address", "127.0.0.1")
+    if "--ingress-address" in flags:
+        print(addr)
+    elif "--bind-address" in flags:
+        print(addr)
+    elif "--egress-subnets" in flags:
+        print(f"{addr}/32")
+    else:
+        value = {
+            "bind-addresses": [
+                {"mac-address": "", "interface-name": "lo", "addresses": [{"hostname": "", "value": addr, "cidr": f"{addr}/32"}]}
+            ],
+            "egress-subnets": [f"{addr}/32"],
+            "ingress-addresses": [addr],
+        }
+        print(json.dumps(value) if fmt == "json" else yaml.safe_dump(value), end="" if fmt != "json" else "\n")
+
+
+def tool_application_version_set(unit, args):
+    if len(args) != 1:
+        raise ToolError("ERROR no version specified" if not args else f'ERROR unrecognized args: ["{args[1]}"]', 2)
+    write_json(jpath(unit, "workload-version.json"), {"version": args[0]})
+
+
+def port_arg(args):
+    if len(args) != 1:
+        raise ToolError("ERROR invalid arguments, expected <port>[/<protocol>] or <from>-<to>[/<protocol>] or icmp", 2)
+    m = re.match(r"^(\d+)(?:/(tcp|udp))?$", args[0])
+    if not m or not 1 <= int(m.group(1)) <= 65535:
+        raise ToolError(f'ERROR invalid port "{args[0]}"', 2)
+    return f"{m.group(1)}/{m.group(2) or 'tcp'}"
+
+
+def tool_open_port(unit, args):
+    port = port_arg(args)
+    ports = read_json(jpath(unit, "ports.json"), [])
+    if port not in ports:
+        ports.append(port)
+    write_json(jpath(unit, "ports.json"), sorted(ports))
+
+
+def tool_close_port(unit, args):
+    port = port_arg(args)
+    ports = [p for p in read_json(jpath(unit, "ports.json"), []) if p != port]
+    write_json(jpath(unit, "ports.json"), ports)
+
+
+def tool_opened_ports(unit, args):
+    for p in read_json(jpath(unit, "ports.json"), []):
+        print(p)
 
 
 def fmt_list(args):
@@ -293,6 +552,87 @@ def take_fault(unit, name):
     return True
 
 
+def unit_file(unit):
+    return os.path.join(unit_info(unit)["root"], "etc/systemd/system", SERVICE + ".service")
+
+
+def exec_start(unit):
+    """ExecStart of the service's unit file (written by the charm or by
+    the fake snap), or None when there is none yet."""
+    import shlex
+
+    try:
+        with open(unit_file(unit)) as f:
+            for line in f:
+                if line.strip().startswith("ExecStart="):
+                    return shlex.split(line.strip()[len("ExecStart="):])
+    except FileNotFoundError:
+        return None
+    raise ToolError(f"Failed to start {SERVICE}.service: Unit {SERVICE}.service has a bad unit file setting.", 1)
+
+
+def tool_snap(unit, args):
+    """The part of snapd the charm uses: install, refresh, remove, list."""
+    if not args:
+        raise ToolError("error: Please provide a command", 1)
+    verb, rest = args[0], args[1:]
+    info = unit_info(unit)
+    state_path = svc(unit, "snap.json")
+    state = read_json(state_path, None)
+    channel = "latest/stable"
+    names = []
+    for a in rest:
+        if a.startswith("--channel="):
+            channel = a.split("=", 1)[1]
+        elif a in ("--classic", "--devmode"):
+            pass
+        elif a.startswith("-"):
+            raise ToolError(f"error: unknown flag `{a.lstrip('-')}'", 1)
+        else:
+            names.append(a)
+    if verb in ("install", "refresh", "remove") and names != ["etcd"]:
+        raise ToolError(f'error: snap "{" ".join(names)}" not found', 1)
+    if not re.match(r"^([0-9a-z.]+/)?(stable|candidate|beta|edge)(/[a-z0-9-]+)?$", channel):
+        raise ToolError(f'error: invalid channel: "{channel}"', 1)
+    current = os.path.join(info["root"], "snap/etcd/current/bin")
+    if verb == "install":
+        if state:
+            print('snap "etcd" is already installed, see \'snap help refresh\'')
+            return
+        os.makedirs(current, exist_ok=True)
+        os.makedirs(os.path.join(info["root"], "snap/bin"), exist_ok=True)
+        for tool in ("etcd", "etcdctl", "etcdutl"):
+            src = os.path.join(info["etcd_bin"], tool)
+            if os.path.exists(src):
+                os.symlink(src, os.path.join(current, tool))
+                if tool != "etcd":
+                    os.symlink(src, os.path.join(info["root"], "snap/bin", f"etcd.{tool}"))
+        os.makedirs(os.path.dirname(unit_file(unit)), exist_ok=True)
+        with open(unit_file(unit), "w") as f:
+            f.write(
+                "[Unit]\nDescription=Service for snap application etcd.etcd\n"
+                f"[Service]\nExecStart={os.path.join(current, 'etcd')} --config-file {info['conf']}\n"
+            )
+        write_json(state_path, {"channel": channel})
+        print(f"etcd ({channel}) installed")
+    elif verb == "refresh":
+        if not state:
+            raise ToolError('error: snap "etcd" is not installed', 1)
+        state["channel"] = channel
+        write_json(state_path, state)
+        print(f"etcd ({channel}) refreshed")
+    elif verb == "remove":
+        if state:
+            os.remove(state_path)
+        print("etcd removed")
+    elif verb == "list":
+        if not state:
+            raise ToolError("error: no matching snaps installed", 1)
+        print(f"Name  Version  Rev  Tracking  Publisher  Notes\netcd  fake  1  {state['channel']}  canonical  -")
+    else:
+        raise ToolError(f'error: unknown command "{verb}", see \'snap help\'.', 1)
+
+
 def start_etcd(unit):
     if etcd_pid(unit):
         return
@@ -302,7 +642,9 @@ def start_etcd(unit):
         )
     info = unit_info(unit)
     log = open(svc(unit, "etcd.log"), "ab")
-    cmd = [os.path.join(info["etcd_bin"], "etcd"), "--config-file", info["conf"]]
+    # The unit file when there is one (what systemd would run); tests that
+    # lay out a unit by hand run the etcd build under test directly.
+    cmd = exec_start(unit) or [os.path.join(info["etcd_bin"], "etcd"), "--config-file", info["conf"]]
     if take_fault(unit, "start-unhealthy"):
         # A process that runs but never serves, as a wedged etcd would.
         cmd = ["sleep", "3600"]
@@ -337,9 +679,14 @@ def stop_etcd(unit):
 def tool_systemctl(unit, args):
     quiet = "--quiet" in args or "-q" in args
     args = [a for a in args if not a.startswith("-")]
+    if args == ["daemon-reload"]:
+        append_jsonl(svc(unit, "events.jsonl"), {"event": "daemon-reload", "time": time.time()})
+        return
     if len(args) < 2:
         raise ToolError("Too few arguments.", 1)
     verb, name = args[0], args[1]
+    if verb == "daemon-reload":
+        return
     if name.removesuffix(".service") != SERVICE:
         raise ToolError(f"Failed to {verb} {name}: Unit {name} not found.", 5)
     if verb == "start":
@@ -355,8 +702,8 @@ def tool_systemctl(unit, args):
             print("active" if active else "inactive")
         if not active:
             raise ToolError("", 3)
-    elif verb in ("enable", "disable", "daemon-reload"):
-        pass
+    elif verb in ("enable", "disable"):
+        append_jsonl(svc(unit, "events.jsonl"), {"event": verb, "time": time.time()})
     else:
         raise ToolError(f'Unknown command verb {verb}.', 1)
 
@@ -371,7 +718,19 @@ TOOL_FUNCS = {
     "resource-get": tool_resource_get,
     "relation-ids": tool_relation_ids,
     "relation-list": tool_relation_list,
+    "relation-get": tool_relation_get,
+    "relation-set": tool_relation_set,
+    "config-get": tool_config_get,
+    "is-leader": tool_is_leader,
+    "leader-get": tool_leader_get,
+    "leader-set": tool_leader_set,
+    "network-get": tool_network_get,
+    "application-version-set": tool_application_version_set,
+    "open-port": tool_open_port,
+    "close-port": tool_close_port,
+    "opened-ports": tool_opened_ports,
     "systemctl": tool_systemctl,
+    "snap": tool_snap,
 }
 
 
@@ -403,6 +762,8 @@ def init_unit(argv):
         "etcd_bin": os.path.abspath(opts["--etcd-bin"]),
         "conf": os.path.abspath(opts["--conf"]),
         "root": os.path.abspath(opts["--root"]),
+        "model": os.path.abspath(opts["--model"]) if "--model" in opts else None,
+        "address": opts.get("--address", "127.0.0.1"),
         "next_id": 1,
     }
     write_json(jpath(unit, "unit.json"), info)
@@ -647,27 +1008,228 @@ def report(outcome, as_json):
     return 0 if outcome["status"] == "completed" else 1
 
 
-def run_hook(argv):
-    unit = os.path.abspath(argv[0])
-    name = argv[1]
+def fire(unit, name, extra=None):
+    """Runs one hook on a unit as the agent does, then queues what Juju
+    would fire because of it: relation-changed on the units that see this
+    one when its relation data changed, leader-settings-changed on the
+    other units when the leader changed its settings."""
     info = unit_info(unit)
+    model = model_dir(unit)
     env = juju_env(unit, info, {"JUJU_DISPATCH_PATH": f"hooks/{name}", "JUJU_HOOK_NAME": name})
+    env.update(extra or {})
     info["next_id"] += 1
     write_json(jpath(unit, "unit.json"), info)
-    legacy = f"hooks/{name}" if "--legacy" in argv else None
+    data_before = reldata(model)
+    leader_before = leader_settings(model)
+    legacy = f"hooks/{name}" if (extra or {}).get("__legacy") else None
+    env.pop("__legacy", None)
     code, out, err, secs = run_dispatch(unit, info, env, 600, legacy)
     outcome = {
         "hook": name,
+        "unit": info["unit"],
+        "remote": env.get("JUJU_REMOTE_UNIT", ""),
         "exit_code": code,
         "stdout": out.decode("utf-8", "replace"),
         "stderr": err.decode("utf-8", "replace"),
         "status": read_json(jpath(unit, "status.json"), {}),
+        "seconds": round(secs, 3),
     }
     append_jsonl(jpath(unit, "outcomes.jsonl"), outcome)
+    state = model_state(model)
+    me = info["unit"]
+    data_after = reldata(model)
+    for rid, units in data_after.items():
+        if units.get(me) != data_before.get(rid, {}).get(me):
+            for other, udir in state.get("units", {}).items():
+                if other != me and me in relations(udir).get(PEER, {}).get(rid, []):
+                    enqueue(model, other, f"{PEER}-relation-changed", rid, me)
+    if leader_settings(model) != leader_before:
+        for other in state.get("units", {}):
+            if other != state.get("leader"):
+                enqueue(model, other, "leader-settings-changed")
+    return outcome
+
+
+def enqueue(model, unit, hook, rid="", remote=""):
+    queue = read_json(mpath(model, "queue.json"), [])
+    event = {"unit": unit, "hook": hook, "rid": rid, "remote": remote}
+    if event not in queue:
+        queue.append(event)
+    write_json(mpath(model, "queue.json"), queue)
+
+
+def relation_env(rid, remote, departing=""):
+    env = {}
+    if rid:
+        env.update(JUJU_RELATION=PEER, JUJU_RELATION_ID=rid)
+    if remote:
+        env.update(JUJU_REMOTE_UNIT=remote, JUJU_REMOTE_APP=remote.split("/")[0])
+    if departing:
+        env["JUJU_DEPARTING_UNIT"] = departing
+    return env
+
+
+def mark_error(model, unit):
+    state = model_state(model)
+    state.setdefault("errors", [])
+    if unit not in state["errors"]:
+        state["errors"].append(unit)
+    save_model(model, state)
+
+
+def settle(model, limit=200):
+    """Runs queued hooks in order until none are left (bounded)."""
+    ran = []
+    deadline = time.time() + 900
+    while len(ran) < limit and time.time() < deadline:
+        queue = read_json(mpath(model, "queue.json"), [])
+        if not queue:
+            return ran
+        event, queue = queue[0], queue[1:]
+        write_json(mpath(model, "queue.json"), queue)
+        state = model_state(model)
+        udir = state["units"].get(event["unit"])
+        if not udir or event["unit"] in state.get("errors", []):
+            continue
+        ran.append(fire(udir, event["hook"], relation_env(event["rid"], event["remote"])))
+        if ran[-1]["exit_code"] != 0:
+            mark_error(model, event["unit"])
+    raise SystemExit(f"the model did not settle after {len(ran)} hooks")
+
+
+def see(udir, rid, remote, present):
+    rels = relations(udir)
+    seen = rels.setdefault(PEER, {}).setdefault(rid, [])
+    if present and remote not in seen:
+        seen.append(remote)
+    if not present and remote in seen:
+        seen.remove(remote)
+    write_json(jpath(udir, "relations.json"), rels)
+
+
+def model_report(ran):
+    print(json.dumps(ran, sort_keys=True))
+    return 0
+
+
+def cmd_add_unit(argv):
+    model, udir = os.path.abspath(argv[0]), os.path.abspath(argv[1])
+    os.makedirs(model, exist_ok=True)
+    state = model_state(model)
+    me = unit_info(udir)["unit"]
+    rid = f"{PEER}:0"
+    state["units"][me] = udir
+    save_model(model, state)
+    # The peer relation exists from the start, with no one in it yet.
+    see(udir, rid, me, False)
+    ran = []
+    first = ["install"]
+    if not state.get("leader"):
+        state["leader"] = me
+        save_model(model, state)
+        first.append("leader-elected")
+    else:
+        first.append("leader-settings-changed")
+    for hook in first + ["config-changed", "start"]:
+        ran.append(fire(udir, hook))
+        if ran[-1]["exit_code"] != 0:
+            # A failed hook puts the unit in error: Juju runs nothing more
+            # on it until the operator resolves it.
+            mark_error(model, me)
+            return model_report(ran)
+    for other, odir in sorted(state["units"].items()):
+        if other == me:
+            continue
+        see(odir, rid, me, True)
+        enqueue(model, other, f"{PEER}-relation-joined", rid, me)
+        enqueue(model, other, f"{PEER}-relation-changed", rid, me)
+        see(udir, rid, other, True)
+        enqueue(model, me, f"{PEER}-relation-joined", rid, other)
+        enqueue(model, me, f"{PEER}-relation-changed", rid, other)
+    ran += settle(model)
+    return model_report(ran)
+
+
+def cmd_remove_unit(argv):
+    model, me = os.path.abspath(argv[0]), argv[1]
+    state = model_state(model)
+    udir = state["units"][me]
+    rid = f"{PEER}:0"
+    ran = []
+    for other, odir in sorted(state["units"].items()):
+        if other == me:
+            continue
+        see(odir, rid, me, False)
+        ran.append(fire(odir, f"{PEER}-relation-departed", relation_env(rid, me, me)))
+        see(udir, rid, other, False)
+        ran.append(fire(udir, f"{PEER}-relation-departed", relation_env(rid, other, me)))
+    ran.append(fire(udir, f"{PEER}-relation-broken", relation_env(rid, "")))
+    ran.append(fire(udir, "stop"))
+    ran.append(fire(udir, "remove"))
+    state = model_state(model)
+    del state["units"][me]
+    data = reldata(model)
+    data.get(rid, {}).pop(me, None)
+    write_json(mpath(model, "reldata.json"), data)
+    if state.get("leader") == me:
+        state["leader"] = min(state["units"]) if state["units"] else None
+        save_model(model, state)
+        if state["leader"]:
+            ran.append(fire(state["units"][state["leader"]], "leader-elected"))
+    save_model(model, state)
+    queue = [e for e in read_json(mpath(model, "queue.json"), []) if e["unit"] != me]
+    write_json(mpath(model, "queue.json"), queue)
+    ran += settle(model)
+    return model_report(ran)
+
+
+def cmd_config(argv):
+    model = os.path.abspath(argv[0])
+    state = model_state(model)
+    any_unit = next(iter(state["units"].values()))
+    import yaml
+
+    with open(os.path.join(unit_info(any_unit)["charm_dir"], "config.yaml")) as f:
+        options = (yaml.safe_load(f) or {}).get("options") or {}
+    types = {"string": str, "int": int, "float": (int, float), "boolean": bool}
+    for a in argv[1:]:
+        k, _, v = a.partition("=")
+        if k not in options:
+            print(f'ERROR unknown option "{k}"', file=sys.stderr)
+            return 1
+        value = parse_value(v) if options[k]["type"] != "string" else v
+        want = types[options[k]["type"]]
+        if not isinstance(value, want) or (options[k]["type"] == "int" and isinstance(value, bool)):
+            print(f'ERROR option "{k}" expected {options[k]["type"]}, got {v!r}', file=sys.stderr)
+            return 1
+        state["config"][k] = value
+    save_model(model, state)
+    for u in sorted(state["units"]):
+        enqueue(model, u, "config-changed")
+    return model_report(settle(model))
+
+
+def cmd_run_all(argv):
+    model, hook = os.path.abspath(argv[0]), argv[1]
+    state = model_state(model)
+    ran = [fire(udir, hook) for _, udir in sorted(state["units"].items())]
+    ran += settle(model)
+    return model_report(ran)
+
+
+def cmd_settle(argv):
+    return model_report(settle(os.path.abspath(argv[0])))
+
+
+def run_hook(argv):
+    unit = os.path.abspath(argv[0])
+    name = argv[1]
+    extra = {"__legacy": "1"} if "--legacy" in argv else {}
+    outcome = fire(unit, name, extra)
     if "--json" in argv:
         print(json.dumps(outcome, sort_keys=True))
     else:
-        print(f"{name}: exit {code}, status {outcome['status']}")
+        print(f"{name}: exit {outcome['exit_code']}, status {outcome['status']}")
     return 0
 
 
@@ -697,6 +1259,11 @@ def main(argv):
         "run-action": run_action,
         "run-hook": run_hook,
         "resource": attach_resource,
+        "add-unit": cmd_add_unit,
+        "remove-unit": cmd_remove_unit,
+        "config": cmd_config,
+        "run-all": cmd_run_all,
+        "settle": cmd_settle,
     }
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)

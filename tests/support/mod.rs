@@ -431,6 +431,29 @@ impl Unit {
             ));
         }
         fs::write(&conf, yaml).expect("write etcd config");
+        Unit::init(under, etcd, spec, conf, &[])
+    }
+
+    /// A unit as Juju deploys it: nothing on it yet, its address from
+    /// `network-get`, sharing `model` with the other units. The charm
+    /// installs and configures etcd itself.
+    pub fn deployed(under: &Path, etcd: &Etcd, spec: Spec, model: &Path) -> Unit {
+        let dir = under.join(spec.unit.replace('/', "-"));
+        let conf = dir.join("root/var/snap/etcd/common/etcd.conf.yml");
+        let model = model.display().to_string();
+        let ip = spec.ip.clone();
+        Unit::init(
+            under,
+            etcd,
+            spec,
+            conf,
+            &["--model", &model, "--address", &ip],
+        )
+    }
+
+    fn init(under: &Path, etcd: &Etcd, spec: Spec, conf: PathBuf, extra: &[&str]) -> Unit {
+        let dir = under.join(spec.unit.replace('/', "-"));
+        let root = dir.join("root");
         let charm = charm_dir(under);
         let out = python()
             .arg(fakejuju())
@@ -444,6 +467,7 @@ impl Unit {
             .arg(&conf)
             .arg("--root")
             .arg(&root)
+            .args(extra)
             .output()
             .expect("run fakejuju init-unit");
         assert!(out.status.success(), "init-unit: {out:?}");
@@ -460,6 +484,27 @@ impl Unit {
     pub fn data_dir(&self) -> PathBuf {
         self.root
             .join(format!("var/snap/etcd/current/{}.etcd", self.spec.member))
+    }
+
+    /// How many times the fake systemd started etcd on this unit.
+    pub fn starts(&self) -> usize {
+        fs::read_to_string(self.dir.join("svc/events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"event\": \"start\""))
+            .count()
+    }
+
+    /// The unit's workload status as `juju status` shows it.
+    pub fn status_line(&self) -> (String, String) {
+        let v: Value = serde_json::from_str(
+            &fs::read_to_string(self.dir.join("juju/status.json")).unwrap_or_default(),
+        )
+        .unwrap_or(Value::Null);
+        (
+            v["status"].as_str().unwrap_or_default().to_string(),
+            v["message"].as_str().unwrap_or_default().to_string(),
+        )
     }
 
     pub fn systemctl(&self, verb: &str) -> Output {
@@ -874,5 +919,136 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Several units sharing one fake Juju model: the test plays `juju
+/// deploy`, `add-unit`, `remove-unit` and `config`; the fake runs the hooks
+/// Juju would, in Juju's order, until the model settles.
+pub struct Model {
+    pub dir: PathBuf,
+    pub under: PathBuf,
+    pub etcd: Etcd,
+    pub units: Vec<Unit>,
+    pub client_port: u16,
+    pub peer_port: u16,
+}
+
+pub fn unit_ip(n: usize) -> String {
+    format!("127.0.0.{}", n + 2)
+}
+
+impl Model {
+    pub fn new(under: &Path, etcd: &Etcd) -> Model {
+        let ips: Vec<String> = (0..6).map(unit_ip).collect();
+        let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+        let client_port = free_port(&ips);
+        let mut peer_port = free_port(&ips);
+        while peer_port == client_port {
+            peer_port = free_port(&ips);
+        }
+        let dir = under.join("model");
+        fs::create_dir_all(&dir).expect("model dir");
+        // The application's config as `juju deploy --config` gives it.
+        let config = serde_json::json!({
+            "leader": null,
+            "units": {},
+            "config": {
+                "port": client_port,
+                "management_port": peer_port,
+                "bind_to_all_interfaces": false,
+            },
+        });
+        fs::write(dir.join("model.json"), config.to_string()).expect("model.json");
+        Model {
+            dir,
+            under: under.to_path_buf(),
+            etcd: etcd.clone(),
+            units: Vec::new(),
+            client_port,
+            peer_port,
+        }
+    }
+
+    /// A unit laid out but not yet deployed (to attach resources first).
+    pub fn prepare(&self, n: usize) -> Unit {
+        let spec = Spec {
+            unit: format!("etcd/{n}"),
+            member: format!("etcd-{n}"),
+            ip: unit_ip(n),
+            client_port: self.client_port,
+            peer_port: self.peer_port,
+            tls: false,
+            initial_cluster: None,
+            token: String::new(),
+        };
+        Unit::deployed(&self.under, &self.etcd, spec, &self.dir)
+    }
+
+    fn fake(&self, args: &[&str]) -> Vec<Value> {
+        let out = python()
+            .arg(fakejuju())
+            .args(args)
+            .output()
+            .expect("run fakejuju");
+        assert!(out.status.success(), "fakejuju {args:?}: {out:?}");
+        let ran: Vec<Value> = serde_json::from_slice(&out.stdout).expect("hook outcomes");
+        for hook in &ran {
+            assert_eq!(
+                hook["exit_code"], 0,
+                "hook {} on {} failed: {}",
+                hook["hook"], hook["unit"], hook["stderr"]
+            );
+        }
+        ran
+    }
+
+    /// `juju add-unit`: install, leader-elected (first) or
+    /// leader-settings-changed, config-changed, start, the peer relation.
+    pub fn deploy(&mut self, unit: Unit) -> Vec<Value> {
+        let dir = self.dir.display().to_string();
+        let udir = unit.dir.display().to_string();
+        self.units.push(unit);
+        self.fake(&["add-unit", &dir, &udir])
+    }
+
+    pub fn add_unit(&mut self, n: usize) -> Vec<Value> {
+        let unit = self.prepare(n);
+        self.deploy(unit)
+    }
+
+    /// `juju remove-unit`: departed on both sides, broken, stop, remove.
+    pub fn remove_unit(&mut self, name: &str) -> Vec<Value> {
+        let dir = self.dir.display().to_string();
+        let ran = self.fake(&["remove-unit", &dir, name]);
+        self.units.retain(|u| u.spec.unit != name);
+        ran
+    }
+
+    pub fn config(&self, pairs: &[&str]) -> Vec<Value> {
+        let dir = self.dir.display().to_string();
+        let mut args = vec!["config", dir.as_str()];
+        args.extend_from_slice(pairs);
+        self.fake(&args)
+    }
+
+    pub fn run_all(&self, hook: &str) -> Vec<Value> {
+        let dir = self.dir.display().to_string();
+        self.fake(&["run-all", &dir, hook])
+    }
+
+    pub fn unit(&self, name: &str) -> &Unit {
+        self.units
+            .iter()
+            .find(|u| u.spec.unit == name)
+            .unwrap_or_else(|| panic!("no unit {name}"))
+    }
+
+    pub fn leader(&self) -> String {
+        let v: Value = serde_json::from_str(
+            &fs::read_to_string(self.dir.join("model.json")).unwrap_or_default(),
+        )
+        .unwrap_or(Value::Null);
+        v["leader"].as_str().unwrap_or_default().to_string()
     }
 }

@@ -1,0 +1,314 @@
+//! The etcd config file the charm writes: from the application's options,
+//! the unit's address and how this member joins its cluster.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+/// The charm's config options, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub channel: String,
+    pub port: u16,
+    pub management_port: u16,
+    pub heartbeat_interval: u64,
+    pub election_timeout: u64,
+    pub snapshot_count: u64,
+    pub quota_backend_bytes: u64,
+    pub bind_to_all_interfaces: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the charm config option {name} {problem}; fix it with juju config")]
+pub struct OptionError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+fn int(map: &Map<String, Value>, name: &'static str, default: i64) -> Result<i64, OptionError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v.as_i64().ok_or_else(|| OptionError {
+            name,
+            problem: format!("must be an integer, not {v}"),
+        }),
+    }
+}
+
+fn in_range(name: &'static str, v: i64, lo: i64, hi: i64) -> Result<i64, OptionError> {
+    if v < lo || v > hi {
+        return Err(OptionError {
+            name,
+            problem: format!("is {v}, and must be between {lo} and {hi}"),
+        });
+    }
+    Ok(v)
+}
+
+impl Options {
+    pub fn from_config(map: &Map<String, Value>) -> Result<Self, OptionError> {
+        let port = in_range("port", int(map, "port", 2379)?, 1, 65535)? as u16;
+        let management_port = in_range(
+            "management_port",
+            int(map, "management_port", 2380)?,
+            1,
+            65535,
+        )? as u16;
+        if port == management_port {
+            return Err(OptionError {
+                name: "management_port",
+                problem: format!("is the same as port ({port})"),
+            });
+        }
+        let heartbeat = in_range(
+            "heartbeat_interval",
+            int(map, "heartbeat_interval", 100)?,
+            1,
+            60_000,
+        )?;
+        let election = in_range(
+            "election_timeout",
+            int(map, "election_timeout", 1000)?,
+            1,
+            50_000,
+        )?;
+        // etcd refuses to start otherwise.
+        if election < 5 * heartbeat {
+            return Err(OptionError {
+                name: "election_timeout",
+                problem: format!(
+                    "is {election} ms, and must be at least 5 heartbeats ({} ms)",
+                    5 * heartbeat
+                ),
+            });
+        }
+        let snapshot_count = in_range(
+            "snapshot_count",
+            int(map, "snapshot_count", 10_000)?,
+            1,
+            i64::MAX,
+        )?;
+        let quota = in_range(
+            "quota-backend-bytes",
+            int(map, "quota-backend-bytes", 0)?,
+            0,
+            i64::MAX,
+        )?;
+        let bind = match map.get("bind_to_all_interfaces") {
+            None | Some(Value::Null) => true,
+            Some(v) => v.as_bool().ok_or_else(|| OptionError {
+                name: "bind_to_all_interfaces",
+                problem: format!("must be true or false, not {v}"),
+            })?,
+        };
+        let channel = map
+            .get("channel")
+            .and_then(Value::as_str)
+            .unwrap_or("3.5/stable")
+            .trim()
+            .to_string();
+        Ok(Options {
+            channel,
+            port,
+            management_port,
+            heartbeat_interval: heartbeat as u64,
+            election_timeout: election as u64,
+            snapshot_count: snapshot_count as u64,
+            quota_backend_bytes: quota as u64,
+            bind_to_all_interfaces: bind,
+        })
+    }
+}
+
+/// How this member comes to be in its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrap {
+    /// `name=peer-url,…`
+    pub initial_cluster: String,
+    pub token: String,
+    /// "new" or "existing".
+    pub state: String,
+}
+
+/// TLS files for clients and peers (PEM files beside the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+/// Everything one member's config file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub address: String,
+    pub options: Options,
+    pub bootstrap: Bootstrap,
+    pub tls: Option<TlsFiles>,
+}
+
+impl Member {
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    pub fn client_url(&self) -> String {
+        format!(
+            "{}://{}:{}",
+            self.scheme(),
+            host(&self.address),
+            self.options.port
+        )
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!(
+            "{}://{}:{}",
+            self.scheme(),
+            host(&self.address),
+            self.options.management_port
+        )
+    }
+
+    fn listen(&self, port: u16) -> String {
+        let ip = if self.options.bind_to_all_interfaces {
+            "0.0.0.0".to_string()
+        } else {
+            host(&self.address)
+        };
+        format!("{}://{ip}:{port}", self.scheme())
+    }
+
+    /// The YAML etcd reads with `--config-file`. Stable for the same input,
+    /// so "changed" means a restart is needed.
+    pub fn render(&self) -> String {
+        let o = &self.options;
+        let mut y = String::from("# Written by the etcd charm: changes here are overwritten.\n");
+        let mut kv = |k: &str, v: &str| y.push_str(&format!("{k}: {}\n", quote(v)));
+        kv("name", &self.name);
+        kv("data-dir", &self.data_dir.to_string_lossy());
+        kv("listen-client-urls", &self.listen(o.port));
+        kv("advertise-client-urls", &self.client_url());
+        kv("listen-peer-urls", &self.listen(o.management_port));
+        kv("initial-advertise-peer-urls", &self.peer_url());
+        kv("initial-cluster", &self.bootstrap.initial_cluster);
+        kv("initial-cluster-token", &self.bootstrap.token);
+        kv("initial-cluster-state", &self.bootstrap.state);
+        y.push_str(&format!("heartbeat-interval: {}\n", o.heartbeat_interval));
+        y.push_str(&format!("election-timeout: {}\n", o.election_timeout));
+        y.push_str(&format!("snapshot-count: {}\n", o.snapshot_count));
+        if o.quota_backend_bytes > 0 {
+            y.push_str(&format!("quota-backend-bytes: {}\n", o.quota_backend_bytes));
+        }
+        y.push_str("enable-v2: false\nlogger: zap\nlog-outputs: [stderr]\n");
+        if let Some(t) = &self.tls {
+            for section in ["client-transport-security", "peer-transport-security"] {
+                y.push_str(&format!(
+                    "{section}:\n  cert-file: {}\n  key-file: {}\n  trusted-ca-file: {}\n  client-cert-auth: true\n",
+                    quote(&t.cert.to_string_lossy()),
+                    quote(&t.key.to_string_lossy()),
+                    quote(&t.ca.to_string_lossy()),
+                ));
+            }
+        }
+        y
+    }
+}
+
+/// IPv6 addresses go in brackets in URLs.
+fn host(address: &str) -> String {
+    if address.contains(':') && !address.starts_with('[') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    }
+}
+
+/// A YAML scalar that stays a string whatever it holds.
+fn quote(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:,=[]".contains(c))
+        && !v.starts_with(['[', '-'])
+        && v.parse::<f64>().is_err()
+        && !matches!(v, "true" | "false" | "yes" | "no" | "null" | "on" | "off");
+    if plain {
+        v.to_string()
+    } else {
+        serde_json::Value::String(v.to_string()).to_string()
+    }
+}
+
+/// Writes `text` to `path` atomically if it differs; true when it changed.
+pub fn write_if_changed(path: &Path, text: &str) -> std::io::Result<bool> {
+    if std::fs::read(path).ok().as_deref() == Some(text.as_bytes()) {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        crate::fsutil::create_private_dir(dir)?;
+    }
+    crate::fsutil::replace_file(path, text.as_bytes())?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> Options {
+        Options::from_config(&Map::new()).expect("defaults")
+    }
+
+    #[test]
+    fn defaults_follow_config_yaml() {
+        let o = options();
+        assert_eq!((o.port, o.management_port), (2379, 2380));
+        assert_eq!((o.heartbeat_interval, o.election_timeout), (100, 1000));
+        assert!(o.bind_to_all_interfaces);
+    }
+
+    #[test]
+    fn bad_options_are_named() {
+        let mut m = Map::new();
+        m.insert("election_timeout".into(), Value::from(200));
+        let e = Options::from_config(&m).expect_err("too short");
+        assert!(e.to_string().contains("election_timeout"), "{e}");
+        let mut m = Map::new();
+        m.insert("port".into(), Value::from(70000));
+        assert!(Options::from_config(&m).is_err());
+    }
+
+    #[test]
+    fn renders_parseable_yaml() {
+        let m = Member {
+            name: "etcd-0".into(),
+            data_dir: "/var/snap/etcd/current/etcd-0.etcd".into(),
+            address: "10.0.0.5".into(),
+            options: Options {
+                bind_to_all_interfaces: false,
+                ..options()
+            },
+            bootstrap: Bootstrap {
+                initial_cluster: "etcd-0=http://10.0.0.5:2380".into(),
+                token: "true".into(),
+                state: "new".into(),
+            },
+            tls: None,
+        };
+        let text = m.render();
+        let v: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+        assert_eq!(
+            v["listen-client-urls"].as_str(),
+            Some("http://10.0.0.5:2379")
+        );
+        assert_eq!(v["initial-cluster-token"].as_str(), Some("true"));
+        assert_eq!(v["heartbeat-interval"].as_u64(), Some(100));
+        assert_eq!(text, m.render());
+    }
+}

@@ -1,0 +1,440 @@
+//! Converging a unit: config rendered, etcd running, in one cluster.
+//!
+//! The leader makes the cluster token and bootstraps the cluster alone;
+//! every other unit publishes its peer URL on the `cluster` peer relation
+//! and waits. The leader adds one waiting unit at a time as a learner
+//! (no vote, so the cluster keeps its quorum while the new member syncs),
+//! tells it the initial cluster through leader settings (`join-<name>`),
+//! and promotes it once it has caught up. A departing unit removes itself;
+//! the leader removes any member whose unit is gone. Whatever etcd refuses
+//! for a while (promotion before the learner is in sync, a member list
+//! without quorum) is retried within a bounded time, then left for the next
+//! hook with the status saying so.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Map;
+
+use super::{healthy, installed, report_status, HookContext};
+use crate::error::Error;
+use crate::etcd::config::ClientEndpoint;
+use crate::etcd::render::{write_if_changed, Bootstrap, Member, Options};
+use crate::etcd::{EtcdConfig, LocalMember, MemberInfo};
+use crate::fsutil;
+use crate::install;
+use crate::juju::{LogLevel, Settings, Status};
+use crate::service;
+
+pub const PEER: &str = "cluster";
+const TOKEN: &str = "token";
+const BOOTSTRAPPED: &str = "bootstrapped";
+/// How long a hook waits for etcd to serve after starting it.
+const START_LIMIT: Duration = Duration::from_secs(60);
+/// How long the leader retries a promotion etcd refuses for now.
+const PROMOTE_LIMIT: Duration = Duration::from_secs(30);
+
+fn join_key(name: &str) -> String {
+    format!("join-{name}")
+}
+
+/// The member name for a unit: `etcd/3` → `etcd-3`.
+pub fn member_name(unit: &str) -> String {
+    unit.replace('/', "-")
+}
+
+pub fn options(ctx: &HookContext) -> Result<Options, String> {
+    let map: Map<String, serde_json::Value> = ctx.tools.config().map_err(|e| e.to_string())?;
+    Options::from_config(&map).map_err(|e| e.to_string())
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    format!("etcd-cluster-{}", crate::etcd::snapshot::hex(&bytes))
+}
+
+/// Waits until the local member answers a status call (a learner answers
+/// nothing else).
+fn wait_serving(
+    rt: &tokio::runtime::Runtime,
+    endpoint: &ClientEndpoint,
+    limit: Duration,
+) -> Result<String, String> {
+    let deadline = Instant::now() + limit;
+    let mut last = "no answer yet".to_string();
+    while Instant::now() < deadline {
+        match rt.block_on(async {
+            let m = LocalMember::connect(endpoint).await?;
+            m.status().await
+        }) {
+            Ok(s) => return Ok(s.version),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Err(format!(
+        "etcd did not answer within {} seconds ({last})",
+        limit.as_secs()
+    ))
+}
+
+/// What the peers published: unit → settings.
+fn peers(ctx: &HookContext, rid: &str) -> BTreeMap<String, Settings> {
+    let mut out = BTreeMap::new();
+    for unit in ctx.tools.relation_list(rid).unwrap_or_default() {
+        let data = ctx.tools.relation_get(rid, &unit).unwrap_or_default();
+        out.insert(unit, data);
+    }
+    out
+}
+
+fn left_marker(ctx: &HookContext) -> std::path::PathBuf {
+    ctx.paths.state_dir().join("left-cluster")
+}
+
+pub fn converge(ctx: &HookContext) -> Result<(), Error> {
+    let tools = ctx.tools;
+    let Some(mut inst) = installed(ctx.paths) else {
+        // etcd laid out by hand (or not yet installed): report only.
+        return report_status(tools, ctx.paths);
+    };
+    if left_marker(ctx).exists() {
+        tools.status_set(
+            Status::Maintenance,
+            "This unit left the cluster and is being removed",
+        )?;
+        return Ok(());
+    }
+    let options = match options(ctx) {
+        Ok(o) => o,
+        Err(msg) => return Ok(tools.status_set(Status::Blocked, &msg)?),
+    };
+    if let Err(e) = install::follow_channel(ctx.paths, &mut inst, &options.channel) {
+        return Ok(tools.status_set(Status::Blocked, &e.to_string())?);
+    }
+    let address = tools.ingress_address(PEER)?;
+    let conf_path = ctx.paths.conf();
+    let current = EtcdConfig::load(conf_path).ok();
+
+    // A member keeps its name and data dir once it has data (a restore or
+    // an older charm may have chosen them).
+    let derived = member_name(&ctx.env.unit_name);
+    let (name, data_dir) = match &current {
+        Some(c) => match (c.name.clone(), c.data_dir()) {
+            (Some(n), Some(d)) if d.join("member").is_dir() => (n, d),
+            _ => (derived.clone(), ctx.paths.data_dir_for(&derived)),
+        },
+        None => (derived.clone(), ctx.paths.data_dir_for(&derived)),
+    };
+    let initialized = data_dir.join("member").is_dir();
+
+    let leader = tools.is_leader()?;
+    let mut settings = tools.leader_get()?;
+    if leader && !settings.contains_key(TOKEN) {
+        let token = random_token();
+        tools.leader_set(&[(TOKEN, token.clone())])?;
+        settings.insert(TOKEN.into(), token);
+    }
+    let token = settings.get(TOKEN).cloned().unwrap_or_default();
+
+    let mut member = Member {
+        name: name.clone(),
+        data_dir: data_dir.clone(),
+        address: address.clone(),
+        options: options.clone(),
+        bootstrap: Bootstrap {
+            initial_cluster: String::new(),
+            token: token.clone(),
+            state: "new".into(),
+        },
+        tls: None,
+    };
+    let rid = tools.relation_ids(PEER)?.into_iter().next();
+    if let Some(rid) = &rid {
+        tools.relation_set(
+            rid,
+            &[
+                ("name", name.clone()),
+                ("peer-url", member.peer_url()),
+                ("client-url", member.client_url()),
+            ],
+        )?;
+    }
+
+    let bootstrapping = !initialized && leader && !settings.contains_key(BOOTSTRAPPED);
+    let bootstrap = if initialized {
+        // etcd ignores these once it has data; keep them as they are so a
+        // config change never looks like a new cluster.
+        let c = current.clone().unwrap_or_default();
+        Some(Bootstrap {
+            initial_cluster: c
+                .initial_cluster
+                .unwrap_or_else(|| format!("{name}={}", member.peer_url())),
+            token: c.initial_cluster_token.unwrap_or(token.clone()),
+            state: c.initial_cluster_state.unwrap_or_else(|| "new".into()),
+        })
+    } else if bootstrapping {
+        Some(Bootstrap {
+            initial_cluster: format!("{name}={}", member.peer_url()),
+            token: token.clone(),
+            state: "new".into(),
+        })
+    } else {
+        settings.get(&join_key(&name)).map(|ic| Bootstrap {
+            initial_cluster: ic.clone(),
+            token: token.clone(),
+            state: "existing".into(),
+        })
+    };
+    let Some(bootstrap) = bootstrap else {
+        // Never start a second cluster: only the leader bootstraps, once.
+        tools.status_set(
+            Status::Waiting,
+            "Waiting for the leader to add this unit to the cluster",
+        )?;
+        return Ok(());
+    };
+    member.bootstrap = bootstrap;
+
+    let text = member.render();
+    let changed = write_if_changed(conf_path, &text)
+        .map_err(|e| Error::Hook(format!("cannot write {}: {e}", conf_path.display())))?;
+    if let Some(parent) = data_dir.parent() {
+        let _ = fsutil::create_private_dir(parent);
+    }
+    let active = service::is_active();
+    if changed && active {
+        ctx.log("the etcd config changed; restarting etcd");
+        service::restart().map_err(|e| Error::Hook(e.to_string()))?;
+    } else if !active {
+        let _ = service::enable();
+        service::start().map_err(|e| Error::Hook(e.to_string()))?;
+    }
+    let _ = tools.open_port(options.port);
+
+    let endpoint = EtcdConfig::load(conf_path)?.client_endpoint(conf_path)?;
+    let rt = crate::actions::runtime()?;
+    let version = match wait_serving(&rt, &endpoint, START_LIMIT) {
+        Ok(v) => v,
+        Err(e) => {
+            tools.status_set(Status::Blocked, &e)?;
+            return Ok(());
+        }
+    };
+    let _ = tools.application_version_set(&version);
+    if bootstrapping {
+        tools.leader_set(&[(BOOTSTRAPPED, name.clone())])?;
+    }
+    if let Some(rid) = &rid {
+        tools.relation_set(rid, &[("started", "true".to_string())])?;
+    }
+
+    let mut waiting = None;
+    if leader {
+        if let Some(rid) = &rid {
+            waiting = manage_members(ctx, &rt, &endpoint, rid, &member);
+        }
+    }
+    match rt.block_on(LocalMember::probe(&endpoint)) {
+        Ok((s, members)) => {
+            let mut msg = healthy(members.len(), &s.version, ctx.paths);
+            if let Some(w) = waiting {
+                msg.push_str("; ");
+                msg.push_str(&w);
+            }
+            tools.status_set(Status::Active, &msg)?;
+        }
+        Err(_) => {
+            // A learner answers status and little else until promoted.
+            tools.status_set(
+                Status::Waiting,
+                &format!("etcd {version} runs as a learner; waiting for the leader to promote it"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The leader's part: remove members whose unit is gone, promote learners
+/// that caught up, add the next waiting unit. Returns what is still
+/// pending, for the status.
+fn manage_members(
+    ctx: &HookContext,
+    rt: &tokio::runtime::Runtime,
+    endpoint: &ClientEndpoint,
+    rid: &str,
+    me: &Member,
+) -> Option<String> {
+    let tools = ctx.tools;
+    let peers = peers(ctx, rid);
+    let client = match rt.block_on(LocalMember::connect(endpoint)) {
+        Ok(c) => c,
+        Err(e) => return Some(format!("cannot manage members yet: {e}")),
+    };
+    let mut members = match rt.block_on(client.members()) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot list members yet: {e}")),
+    };
+    let my_peer = me.peer_url();
+    let unit_of = |m: &MemberInfo| -> Option<(String, String)> {
+        peers.iter().find_map(|(u, d)| {
+            let name = d.get("name")?;
+            let url = d.get("peer-url")?;
+            (m.peer_urls.contains(url) || (!m.name.is_empty() && m.name == *name))
+                .then(|| (u.clone(), name.clone()))
+        })
+    };
+
+    // Members whose unit left the relation.
+    for m in members.clone() {
+        if m.peer_urls.contains(&my_peer) || unit_of(&m).is_some() {
+            continue;
+        }
+        match rt.block_on(client.remove(m.id)) {
+            Ok(()) => {
+                ctx.log(&format!(
+                    "removed member {} ({}) whose unit is gone",
+                    m.name,
+                    m.peer_urls.join(" ")
+                ));
+                members.retain(|x| x.id != m.id);
+                if !m.name.is_empty() {
+                    let _ = tools.leader_set(&[(join_key(&m.name).as_str(), String::new())]);
+                }
+            }
+            Err(e) => return Some(format!("cannot remove the departed member {}: {e}", m.name)),
+        }
+    }
+
+    let settings = tools.leader_get().unwrap_or_default();
+    let initial_cluster = |members: &[MemberInfo], extra: Option<(&str, &str)>| -> String {
+        let mut parts: Vec<String> = members
+            .iter()
+            .filter_map(|m| {
+                let name = if m.name.is_empty() {
+                    unit_of(m).map(|(_, n)| n)?
+                } else {
+                    m.name.clone()
+                };
+                Some(format!("{name}={}", m.peer_urls.first()?))
+            })
+            .collect();
+        if let Some((n, u)) = extra {
+            parts.push(format!("{n}={u}"));
+        }
+        parts.sort();
+        parts.join(",")
+    };
+
+    // Learners: tell an unstarted one how to join (if that got lost), and
+    // promote a started one once etcd lets us.
+    for m in members.clone().iter().filter(|m| m.is_learner) {
+        let Some((unit, name)) = unit_of(m) else {
+            continue;
+        };
+        if m.name.is_empty() {
+            if !settings.contains_key(&join_key(&name)) {
+                let _ = tools
+                    .leader_set(&[(join_key(&name).as_str(), initial_cluster(&members, None))]);
+            }
+            return Some(format!("waiting for {unit} to start etcd"));
+        }
+        let deadline = Instant::now() + PROMOTE_LIMIT;
+        loop {
+            match rt.block_on(client.promote(m.id)) {
+                Ok(()) => {
+                    ctx.log(&format!("promoted {name} ({unit}) to a voting member"));
+                    break;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    let _ = tools.log(
+                        LogLevel::Debug,
+                        &format!("promoting {name} not yet possible: {e}"),
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    return Some(format!(
+                        "{unit} is still a learner ({e}); promotion is retried on the next hook"
+                    ))
+                }
+            }
+        }
+        members = match rt.block_on(client.members()) {
+            Ok(m) => m,
+            Err(e) => return Some(format!("cannot list members yet: {e}")),
+        };
+    }
+
+    // One new member at a time.
+    for (unit, data) in &peers {
+        let (Some(name), Some(url)) = (data.get("name"), data.get("peer-url")) else {
+            continue;
+        };
+        if members
+            .iter()
+            .any(|m| m.peer_urls.contains(url) || m.name == *name)
+        {
+            continue;
+        }
+        match rt.block_on(client.add_learner(std::slice::from_ref(url))) {
+            Ok((_, after)) => {
+                let ic = initial_cluster(
+                    &after
+                        .into_iter()
+                        .filter(|m| !m.peer_urls.contains(url))
+                        .collect::<Vec<_>>(),
+                    Some((name, url)),
+                );
+                ctx.log(&format!("added {name} ({unit}) as a learner"));
+                if let Err(e) = tools.leader_set(&[(join_key(name).as_str(), ic)]) {
+                    return Some(format!("added {unit} but could not tell it so: {e}"));
+                }
+                return Some(format!("adding {unit}"));
+            }
+            Err(e) => {
+                return Some(format!(
+                    "cannot add {unit} yet ({e}); retried on the next hook"
+                ))
+            }
+        }
+    }
+    None
+}
+
+/// This unit is leaving the peer relation: take its member out of the
+/// cluster (while the others can still agree) and stop etcd.
+pub fn leave(ctx: &HookContext) -> Result<(), Error> {
+    let marker = left_marker(ctx);
+    let _ = fsutil::create_private_dir(&ctx.paths.state_dir());
+    let _ = fsutil::replace_file(&marker, b"left\n");
+    if let Ok(conf) = EtcdConfig::load(ctx.paths.conf()) {
+        let endpoint = conf.client_endpoint(ctx.paths.conf())?;
+        let rt = crate::actions::runtime()?;
+        let done = rt.block_on(async {
+            let m = LocalMember::connect(&endpoint).await?;
+            let s = m.status().await?;
+            let members = m.members().await?;
+            if members.len() > 1 {
+                m.remove(s.member_id).await?;
+                return Ok::<bool, crate::etcd::client::EtcdError>(true);
+            }
+            Ok(false)
+        });
+        match done {
+            Ok(true) => ctx.log("removed this unit's member from the cluster"),
+            Ok(false) => ctx.log("this unit's member is the last one; it stays as it is"),
+            Err(e) => ctx.log(&format!(
+                "could not remove this unit's member ({e}); the leader removes it"
+            )),
+        }
+    }
+    let _ = service::stop();
+    ctx.tools.status_set(
+        Status::Maintenance,
+        "Left the cluster; this unit is being removed",
+    )?;
+    Ok(())
+}

@@ -1,0 +1,307 @@
+//! Installing etcd: from the snap store, or from an upstream release
+//! tarball attached as the `etcd` resource. Either way the service is
+//! `snap.etcd.etcd`, run with `--config-file` on the charm's config.
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+use crate::paths::Paths;
+use crate::service;
+
+pub const RESOURCE: &str = "etcd";
+/// No etcd binary comes near this; a bigger entry is not a release.
+const MAX_BINARY: u64 = 512 << 20;
+const BINARIES: [&str; 3] = ["etcd", "etcdctl", "etcdutl"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("snap {verb} etcd failed: {detail}; check the channel option and the unit's access to the snap store")]
+    Snap { verb: &'static str, detail: String },
+    #[error("the etcd resource {path} is not an etcd release tarball ({detail}); attach etcd-vX.Y.Z-linux-amd64.tar.gz from the etcd releases")]
+    Tarball { path: PathBuf, detail: String },
+    #[error("cannot install etcd into {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Service(#[from] service::ServiceError),
+}
+
+/// What is installed, kept in the charm's state dir.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installed {
+    /// "snap" or "resource".
+    pub source: String,
+    pub channel: Option<String>,
+    pub version: Option<String>,
+}
+
+fn state_file(paths: &Paths) -> PathBuf {
+    paths.state_dir().join("installed.json")
+}
+
+impl Installed {
+    pub fn load(paths: &Paths) -> Option<Installed> {
+        let bytes = fs::read(state_file(paths)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn save(&self, paths: &Paths) -> Result<(), InstallError> {
+        let path = state_file(paths);
+        let io = |source| InstallError::Io {
+            path: path.clone(),
+            source,
+        };
+        fsutil::create_private_dir(&paths.state_dir()).map_err(io)?;
+        let text = serde_json::to_vec_pretty(self).map_err(|e| io(io::Error::other(e)))?;
+        fsutil::replace_file(&path, &text).map_err(io)
+    }
+}
+
+fn snap(verb: &'static str, channel: &str) -> Result<(), InstallError> {
+    let out = Command::new("snap")
+        .args([verb, "etcd", &format!("--channel={channel}")])
+        .output()
+        .map_err(|e| InstallError::Snap {
+            verb,
+            detail: e.to_string(),
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stderr);
+    Err(InstallError::Snap {
+        verb,
+        detail: text
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_string(),
+    })
+}
+
+/// Installs etcd: the `etcd` resource when one is attached, else the snap.
+pub fn install(
+    paths: &Paths,
+    resource: Option<&Path>,
+    channel: &str,
+) -> Result<Installed, InstallError> {
+    let installed = match resource {
+        Some(tarball) => {
+            let version = install_tarball(paths, tarball)?;
+            Installed {
+                source: "resource".into(),
+                channel: None,
+                version: Some(version),
+            }
+        }
+        None => {
+            snap("install", channel)?;
+            Installed {
+                source: "snap".into(),
+                channel: Some(channel.to_string()),
+                version: None,
+            }
+        }
+    };
+    installed.save(paths)?;
+    Ok(installed)
+}
+
+/// Follows a changed `channel` option; true when the snap was refreshed.
+pub fn follow_channel(
+    paths: &Paths,
+    installed: &mut Installed,
+    channel: &str,
+) -> Result<bool, InstallError> {
+    if installed.source != "snap" || installed.channel.as_deref() == Some(channel) {
+        return Ok(false);
+    }
+    snap("refresh", channel)?;
+    installed.channel = Some(channel.to_string());
+    installed.save(paths)?;
+    Ok(true)
+}
+
+/// `etcd-v3.5.16-linux-amd64/etcd` → ("3.5.16", "etcd").
+fn release_entry(path: &Path) -> Option<(String, String)> {
+    let parts: Vec<String> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(p) => Some(p.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    let [top, file] = parts.as_slice() else {
+        return None;
+    };
+    let version = top.strip_prefix("etcd-v")?.strip_suffix("-linux-amd64")?;
+    if version.is_empty()
+        || !version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    {
+        return None;
+    }
+    Some((version.to_string(), file.clone()))
+}
+
+/// Unpacks etcd, etcdctl and etcdutl from an upstream release tarball into
+/// `<state>/etcd/<version>/`, points `current` at it and writes the unit.
+fn install_tarball(paths: &Paths, tarball: &Path) -> Result<String, InstallError> {
+    let bad = |detail: String| InstallError::Tarball {
+        path: tarball.to_path_buf(),
+        detail,
+    };
+    let base = paths.etcd_install_dir();
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InstallError::Io { path, source }
+    };
+    fs::create_dir_all(&base).map_err(io(&base))?;
+    let file = fs::File::open(tarball).map_err(|e| bad(e.to_string()))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(file)));
+    let staging = fsutil::WorkDir::create(base.join(format!(".unpack-{}", std::process::id())))
+        .map_err(io(&base))?;
+    let mut version: Option<String> = None;
+    let mut found = Vec::new();
+    for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
+        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        let path = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
+        let Some((v, name)) = release_entry(&path) else {
+            continue;
+        };
+        if !BINARIES.contains(&name.as_str()) || !entry.header().entry_type().is_file() {
+            continue;
+        }
+        match &version {
+            Some(seen) if *seen != v => return Err(bad(format!("it holds both {seen} and {v}"))),
+            _ => version = Some(v),
+        }
+        if entry.size() > MAX_BINARY {
+            return Err(bad(format!("{name} claims {} bytes", entry.size())));
+        }
+        let dest = staging.path().join(&name);
+        let mut out = fsutil::create_private_file(&dest).map_err(io(&dest))?;
+        let copied = io::copy(&mut (&mut entry).take(MAX_BINARY), &mut out)
+            .map_err(|e| bad(e.to_string()))?;
+        if copied != entry.size() {
+            return Err(bad(format!("{name} is truncated")));
+        }
+        out.sync_all().map_err(io(&dest))?;
+        // Binaries, not secrets: root runs them, anyone may read them.
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).map_err(io(&dest))?;
+        found.push(name);
+    }
+    let version = version.ok_or_else(|| bad("no etcd-vX.Y.Z-linux-amd64/etcd in it".into()))?;
+    for needed in ["etcd", "etcdctl"] {
+        if !found.iter().any(|f| f == needed) {
+            return Err(bad(format!("it has no {needed}")));
+        }
+    }
+    fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
+        .map_err(io(staging.path()))?;
+    let dir = base.join(&version);
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    fs::rename(staging.path(), &dir).map_err(io(&dir))?;
+    // Swap `current` atomically: a new link under a temporary name, renamed.
+    let current = base.join("current");
+    let tmp = base.join(".current.tmp");
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&version, &tmp).map_err(io(&tmp))?;
+    fs::rename(&tmp, &current).map_err(io(&current))?;
+    fsutil::sync_dir(&base).map_err(io(&base))?;
+    write_unit(paths, &current.join("etcd"))?;
+    Ok(version)
+}
+
+/// The systemd unit for etcd from the resource, under the snap's name so
+/// every action and hook controls it the same way.
+fn write_unit(paths: &Paths, etcd: &Path) -> Result<(), InstallError> {
+    let unit = paths.unit_file();
+    let quote = |p: &Path| format!("\"{}\"", p.display());
+    let text = format!(
+        "# Written by the etcd charm for etcd installed from its etcd resource.\n\
+         [Unit]\n\
+         Description=etcd key-value store (etcd charm)\n\
+         After=network-online.target\n\
+         Wants=network-online.target\n\
+         \n\
+         [Service]\n\
+         ExecStart={} --config-file {}\n\
+         Restart=on-failure\n\
+         RestartSec=5\n\
+         LimitNOFILE=65536\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        quote(etcd),
+        quote(paths.conf())
+    );
+    if let Some(dir) = unit.parent() {
+        fs::create_dir_all(dir).map_err(|source| InstallError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    fsutil::replace_file(&unit, text.as_bytes()).map_err(|source| InstallError::Io {
+        path: unit.clone(),
+        source,
+    })?;
+    // A unit file is not secret; systemd wants it readable.
+    let _ = fs::set_permissions(&unit, fs::Permissions::from_mode(0o644));
+    service::daemon_reload()?;
+    service::enable()?;
+    Ok(())
+}
+
+/// The `remove` hook: etcd stopped and disabled; the charm's own unit file
+/// and binaries go, the data dir stays for the operator.
+pub fn uninstall(paths: &Paths) -> Result<(), InstallError> {
+    let _ = service::stop();
+    let _ = service::disable();
+    if Installed::load(paths).is_some_and(|i| i.source == "resource") {
+        let unit = paths.unit_file();
+        match fs::remove_file(&unit) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(InstallError::Io {
+                    path: unit,
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+        service::daemon_reload()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_entries_are_recognised() {
+        assert_eq!(
+            release_entry(Path::new("etcd-v3.5.16-linux-amd64/etcdutl")),
+            Some(("3.5.16".into(), "etcdutl".into()))
+        );
+        assert_eq!(
+            release_entry(Path::new("./etcd-v3.4.23-linux-amd64/etcd")).map(|e| e.0),
+            Some("3.4.23".into())
+        );
+        assert_eq!(
+            release_entry(Path::new("etcd-v3.5.16-linux-amd64/Documentation/x")),
+            None
+        );
+        assert_eq!(release_entry(Path::new("etcd-v../etcd")), None);
+        assert_eq!(release_entry(Path::new("etcd")), None);
+    }
+}

@@ -1,0 +1,260 @@
+//! The charm as Juju runs it: units deployed into one fake model on their
+//! own loopback addresses, hooks in Juju's order, relation data and leader
+//! settings passed between units, real etcd started through the fake
+//! `snap` and `systemctl`.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use support::{Etcd, Model, TestDir, Unit};
+
+const V35: &str = "3.5.16";
+
+/// (voting members, learners) as the unit's etcd lists them.
+fn members(unit: &Unit) -> (Vec<String>, usize) {
+    let out = unit.etcdctl(&["member", "list", "-w", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut names = Vec::new();
+    let mut learners = 0;
+    for m in v["members"].as_array().cloned().unwrap_or_default() {
+        if m["isLearner"].as_bool().unwrap_or(false) {
+            learners += 1;
+        } else {
+            names.push(m["name"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    names.sort();
+    (names, learners)
+}
+
+fn assert_healthy(unit: &Unit, n: usize) {
+    let (status, message) = unit.status_line();
+    let plural = if n == 1 { "" } else { "s" };
+    assert_eq!(status, "active", "{}: {message}", unit.spec.unit);
+    assert!(
+        message.starts_with(&format!("Healthy with {n} known peer{plural}")),
+        "{}: {message}",
+        unit.spec.unit
+    );
+}
+
+fn cluster_id(unit: &Unit) -> u64 {
+    unit.status().0
+}
+
+#[test]
+fn three_units_form_shrink_restore_and_grow() {
+    let t = TestDir::new("deploy-three");
+    let mut model = Model::new(t.path(), &Etcd::get(V35));
+    model.add_unit(0);
+    let u0 = model.unit("etcd/0");
+    assert_eq!(model.leader(), "etcd/0");
+    assert_healthy(u0, 1);
+    // Installed from the snap at the configured channel; no second cluster.
+    let snaps = u0.calls_of("snap");
+    assert_eq!(snaps, vec![vec!["install", "etcd", "--channel=3.5/stable"]]);
+
+    model.add_unit(1);
+    model.add_unit(2);
+    // Promotions etcd refused at first are retried by later hooks.
+    model.run_all("update-status");
+    for name in ["etcd/0", "etcd/1", "etcd/2"] {
+        let u = model.unit(name);
+        assert_eq!(
+            members(u),
+            (vec!["etcd-0".into(), "etcd-1".into(), "etcd-2".into()], 0),
+            "{name}"
+        );
+        assert_healthy(u, 3);
+        // Each on its own address, as network-get gave it.
+        let conf = fs::read_to_string(&u.conf).expect("config");
+        assert!(conf.contains(&format!("http://{}:", u.spec.ip)), "{conf}");
+    }
+    let id = cluster_id(model.unit("etcd/0"));
+    for name in ["etcd/1", "etcd/2"] {
+        assert_eq!(cluster_id(model.unit(name)), id, "one cluster");
+    }
+    model.unit("etcd/0").put("/written/on/0", "seen-everywhere");
+    model.unit("etcd/2").put("/written/on/2", "seen-on-0-too");
+    for name in ["etcd/0", "etcd/1", "etcd/2"] {
+        let u = model.unit(name);
+        assert_eq!(u.get("/written/on/0").as_deref(), Some("seen-everywhere"));
+        assert_eq!(u.get("/written/on/2").as_deref(), Some("seen-on-0-too"));
+    }
+
+    // A config change restarts each etcd once, with the new value; the
+    // same config again restarts nothing.
+    let before: Vec<usize> = model.units.iter().map(Unit::starts).collect();
+    model.config(&["heartbeat_interval=150", "election_timeout=1500"]);
+    for (u, was) in model.units.iter().zip(&before) {
+        assert_eq!(u.starts(), was + 1, "{} restarted once", u.spec.unit);
+        let conf = fs::read_to_string(&u.conf).expect("config");
+        assert!(conf.contains("heartbeat-interval: 150\n"), "{conf}");
+        let log = fs::read_to_string(u.dir.join("svc/etcd.log")).expect("etcd log");
+        let last_start = log
+            .rsplit("\"starting an etcd server\"")
+            .next()
+            .unwrap_or("");
+        assert!(
+            last_start.contains("\"heartbeat-interval\":\"150ms\""),
+            "{}",
+            u.spec.unit
+        );
+        assert_healthy(u, 3);
+    }
+    let before: Vec<usize> = model.units.iter().map(Unit::starts).collect();
+    model.config(&["heartbeat_interval=150"]);
+    model.run_all("upgrade-charm");
+    let after: Vec<usize> = model.units.iter().map(Unit::starts).collect();
+    assert_eq!(after, before, "nothing changed, nothing restarted");
+
+    // Shrink to one: each departing member is removed from the cluster.
+    let snapshot = model.unit("etcd/0").run_action(
+        "snapshot",
+        &[&format!("target={}", t.path().join("snaps").display())],
+    );
+    snapshot.assert_completed();
+    model
+        .unit("etcd/0")
+        .put("/after/snapshot", "gone-after-restore");
+    model.remove_unit("etcd/2");
+    assert_eq!(
+        members(model.unit("etcd/0")),
+        (vec!["etcd-0".into(), "etcd-1".into()], 0)
+    );
+    assert_healthy(model.unit("etcd/0"), 2);
+    model.remove_unit("etcd/1");
+    let u0 = model.unit("etcd/0");
+    assert_eq!(members(u0), (vec!["etcd-0".into()], 0));
+    model.run_all("update-status");
+    assert_healthy(u0, 1);
+
+    // Now restore is allowed, and a unit added later joins the restored
+    // cluster and reads its data.
+    let o = u0.run_action(
+        "restore",
+        &[
+            &format!("source={}", snapshot.result("snapshot.path")),
+            &format!("target={}", t.path().join("backups").display()),
+        ],
+    );
+    o.assert_completed();
+    let restored = cluster_id(u0);
+    assert_ne!(restored, id);
+    assert_eq!(u0.get("/after/snapshot"), None);
+    model.add_unit(3);
+    model.run_all("update-status");
+    let u3 = model.unit("etcd/3");
+    assert_eq!(cluster_id(u3), restored);
+    assert_eq!(members(u3), (vec!["etcd-0".into(), "etcd-3".into()], 0));
+    assert_eq!(u3.get("/written/on/0").as_deref(), Some("seen-everywhere"));
+    assert_eq!(u3.get("/after/snapshot"), None);
+    assert_healthy(u3, 2);
+    assert_healthy(model.unit("etcd/0"), 2);
+}
+
+/// An upstream release tarball, as etcd publishes them.
+fn release_tarball(etcd: &Etcd, dir: &Path) -> std::path::PathBuf {
+    let top = "etcd-v3.5.16-linux-amd64";
+    let stage = dir.join("release");
+    fs::create_dir_all(stage.join(top)).expect("stage");
+    for tool in ["etcd", "etcdctl", "etcdutl"] {
+        fs::copy(etcd.tool(tool), stage.join(top).join(tool)).expect("copy");
+    }
+    fs::write(stage.join(top).join("README.md"), "etcd\n").expect("readme");
+    let out = dir.join(format!("{top}.tar.gz"));
+    let ok = Command::new("tar")
+        .arg("-czf")
+        .arg(&out)
+        .arg("-C")
+        .arg(&stage)
+        .arg(top)
+        .status()
+        .expect("tar");
+    assert!(ok.success());
+    out
+}
+
+fn attach(unit: &Unit, name: &str, file: &Path) {
+    let ok = Command::new("python3")
+        .arg(support::fakejuju())
+        .arg("resource")
+        .arg(&unit.dir)
+        .arg(name)
+        .arg(file)
+        .status()
+        .expect("attach");
+    assert!(ok.success());
+}
+
+#[test]
+fn installs_from_an_etcd_resource_tarball() {
+    let t = TestDir::new("deploy-resource");
+    let etcd = Etcd::get(V35);
+    let mut model = Model::new(t.path(), &etcd);
+    let unit = model.prepare(0);
+    attach(&unit, "etcd", &release_tarball(&etcd, t.path()));
+    model.deploy(unit);
+    let u = model.unit("etcd/0");
+    assert!(u.calls_of("snap").is_empty(), "no snap with a resource");
+    assert_healthy(u, 1);
+    let installed = u.root.join("var/lib/etcd-charm/etcd/3.5.16/etcd");
+    let pid = u.etcd_pid().expect("etcd runs");
+    assert_eq!(
+        fs::canonicalize(format!("/proc/{pid}/exe")).expect("exe"),
+        fs::canonicalize(&installed).expect("installed")
+    );
+    let unit_file = fs::read_to_string(u.root.join("etc/systemd/system/snap.etcd.etcd.service"))
+        .expect("unit file");
+    assert!(unit_file.contains("ExecStart="), "{unit_file}");
+    assert!(
+        unit_file.contains("etcd-charm/etcd/current/etcd"),
+        "{unit_file}"
+    );
+    u.run_action(
+        "snapshot",
+        &[&format!("target={}", t.path().join("snaps").display())],
+    )
+    .assert_completed();
+
+    // Removal stops etcd and drops the charm's unit file, keeps the data.
+    model.remove_unit("etcd/0");
+    let u = model.prepare(0);
+    assert!(u.etcd_pid().is_none());
+    assert!(!u
+        .root
+        .join("etc/systemd/system/snap.etcd.etcd.service")
+        .exists());
+    assert!(u.data_dir().join("member").is_dir());
+}
+
+#[test]
+fn a_bad_etcd_resource_blocks_with_a_reason() {
+    let t = TestDir::new("deploy-bad-resource");
+    let model = Model::new(t.path(), &Etcd::get(V35));
+    let unit = model.prepare(0);
+    let junk = t.path().join("junk.tar.gz");
+    fs::write(&junk, b"not a tarball at all").expect("junk");
+    attach(&unit, "etcd", &junk);
+    let dir = model.dir.display().to_string();
+    let udir = unit.dir.display().to_string();
+    let out = Command::new("python3")
+        .arg(support::fakejuju())
+        .args(["add-unit", &dir, &udir])
+        .output()
+        .expect("add-unit");
+    let ran: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(ran[0]["hook"], "install");
+    assert_ne!(ran[0]["exit_code"], 0, "install fails so Juju retries it");
+    let (status, message) = unit.status_line();
+    assert_eq!(status, "blocked");
+    assert!(
+        message.contains("is not an etcd release tarball"),
+        "{message}"
+    );
+    assert!(unit.etcd_pid().is_none());
+}
