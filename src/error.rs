@@ -21,6 +21,8 @@ pub enum Error {
     #[error(transparent)]
     Restore(#[from] crate::actions::restore::RestoreError),
     #[error(transparent)]
+    Credentials(#[from] crate::actions::credentials::CredentialsError),
+    #[error(transparent)]
     Journal(#[from] crate::actions::journal::JournalError),
     #[error("invalid action parameter {name}: {reason}")]
     Param { name: String, reason: String },

@@ -258,3 +258,189 @@ fn a_bad_etcd_resource_blocks_with_a_reason() {
     );
     assert!(unit.etcd_pid().is_none());
 }
+
+/// etcdctl as a related client: only what the db relation handed it.
+fn client_etcdctl(etcd: &Etcd, creds: &Path, url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(etcd.tool("etcdctl"))
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={url}"))
+        .arg("--dial-timeout=3s")
+        .arg(format!("--cacert={}", creds.join("ca").display()))
+        .arg(format!("--cert={}", creds.join("cert").display()))
+        .arg(format!("--key={}", creds.join("key").display()))
+        .args(args)
+        .output()
+        .expect("etcdctl")
+}
+
+#[test]
+fn tls_cluster_serves_related_clients_and_restores() {
+    let t = TestDir::new("deploy-tls");
+    let etcd = Etcd::get(V35);
+    let mut model = Model::new_tls(t.path(), &etcd);
+    for n in 0..3 {
+        model.add_unit(n);
+    }
+    model.run_all("update-status");
+    for u in &model.units {
+        assert_healthy(u, 3);
+        let conf = fs::read_to_string(&u.conf).expect("config");
+        assert!(
+            conf.contains(&format!("https://{}:{}", u.spec.ip, model.peer_port)),
+            "{conf}"
+        );
+        assert!(conf.contains("client-cert-auth: true"), "{conf}");
+        assert!(conf.contains("peer-transport-security:"), "{conf}");
+        let common = u.conf.parent().expect("common");
+        for f in [
+            "ca.crt",
+            "server.crt",
+            "server.key",
+            "client.crt",
+            "client.key",
+        ] {
+            assert_eq!(support::mode(&common.join(f)), 0o600, "{f}");
+        }
+        // Plain HTTP gets nowhere.
+        let plain = Command::new(etcd.tool("etcdctl"))
+            .env("ETCDCTL_API", "3")
+            .arg(format!(
+                "--endpoints=http://{}:{}",
+                u.spec.ip, model.client_port
+            ))
+            .args(["--dial-timeout=2s", "--command-timeout=3s", "get", "/x"])
+            .output()
+            .expect("etcdctl");
+        assert!(!plain.status.success());
+    }
+
+    // A related client gets every member and credentials, and they work.
+    let rid = model.relate("db", "client/0");
+    let data = model.relation_data(&rid, "etcd/0");
+    let urls: Vec<&str> = data["connection_string"].split(',').collect();
+    assert_eq!(urls.len(), 3, "{data:?}");
+    assert_eq!(data["version"], V35);
+    let creds = t.path().join("client-creds");
+    fs::create_dir_all(&creds).expect("creds");
+    fs::write(creds.join("ca"), &data["client_ca"]).expect("ca");
+    fs::write(creds.join("cert"), &data["client_cert"]).expect("cert");
+    fs::write(creds.join("key"), &data["client_key"]).expect("key");
+    assert_eq!(
+        data["client_cert"].trim(),
+        support::tls().client_cert.trim()
+    );
+    let put = client_etcdctl(
+        &etcd,
+        &creds,
+        urls[0],
+        &["put", "/from/client", "hello-over-tls"],
+    );
+    assert!(put.status.success(), "{put:?}");
+    for url in &urls {
+        let got = client_etcdctl(
+            &etcd,
+            &creds,
+            url,
+            &["get", "/from/client", "--print-value-only"],
+        );
+        assert!(got.status.success(), "{url}: {got:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout).trim(),
+            "hello-over-tls"
+        );
+    }
+    for u in &model.units {
+        assert_eq!(
+            model.relation_data(&rid, &u.spec.unit)["connection_string"],
+            data["connection_string"]
+        );
+    }
+
+    // Snapshot and the credentials package work over TLS too.
+    let u0 = model.unit("etcd/0");
+    let snap = u0.run_action(
+        "snapshot",
+        &[&format!("target={}", t.path().join("snaps").display())],
+    );
+    snap.assert_completed();
+    let o = u0.run_action(
+        "package-client-credentials",
+        &[&format!("target={}", t.path().join("creds").display())],
+    );
+    o.assert_completed();
+    let pkg = Path::new(o.result("credentials.path"));
+    assert_eq!(support::mode(pkg), 0o600);
+    assert_eq!(support::mode(&t.path().join("creds")), 0o700);
+    assert_eq!(o.result("credentials.sha256"), support::sha256_file(pkg));
+    assert_eq!(o.result("connection-string"), data["connection_string"]);
+    assert_eq!(
+        o.result("copy.cmd"),
+        format!("juju scp etcd/0:{} .", pkg.display())
+    );
+    let entries = support::read_archive(pkg);
+    let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names, ["ca.crt", "client.crt", "client.key", "README.md"]);
+    assert_eq!(
+        entries[2].2,
+        support::tls()
+            .client_key
+            .trim()
+            .as_bytes()
+            .iter()
+            .chain(b"\n")
+            .copied()
+            .collect::<Vec<u8>>()
+    );
+    for e in &entries {
+        assert_eq!(e.1, 0o600, "{}", e.0);
+    }
+
+    // Units leave: the client sees the list shrink.
+    model.remove_unit("etcd/2");
+    let two = model.relation_data(&rid, "etcd/0")["connection_string"].clone();
+    assert_eq!(two.split(',').count(), 2, "{two}");
+    assert_eq!(
+        model.relation_data(&rid, "etcd/1")["connection_string"],
+        two
+    );
+    assert!(model.relation_data(&rid, "etcd/2").is_empty());
+    model.remove_unit("etcd/1");
+    let one = model.relation_data(&rid, "etcd/0")["connection_string"].clone();
+    assert_eq!(
+        one,
+        format!(
+            "https://{}:{}",
+            model.unit("etcd/0").spec.ip,
+            model.client_port
+        )
+    );
+
+    // Restore on the last unit, over TLS.
+    let u0 = model.unit("etcd/0");
+    u0.put("/after/snapshot", "dropped-by-restore");
+    let o = u0.run_action(
+        "restore",
+        &[
+            &format!("source={}", snap.result("snapshot.path")),
+            &format!("target={}", t.path().join("backups").display()),
+        ],
+    );
+    o.assert_completed();
+    assert_eq!(u0.get("/from/client").as_deref(), Some("hello-over-tls"));
+    assert_eq!(u0.get("/after/snapshot"), None);
+    model.run_all("update-status");
+    assert_healthy(u0, 1);
+}
+
+#[test]
+fn credentials_need_tls() {
+    let t = TestDir::new("deploy-no-tls-creds");
+    let mut model = Model::new(t.path(), &Etcd::get(V35));
+    model.add_unit(0);
+    let o = model.unit("etcd/0").run_action(
+        "package-client-credentials",
+        &[&format!("target={}", t.path().join("creds").display())],
+    );
+    o.assert_failed_with("serves clients without TLS");
+    assert!(!t.path().join("creds").exists());
+}

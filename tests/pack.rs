@@ -65,15 +65,36 @@ fn packed_charm_has_the_layout_juju_expects() {
     ] {
         assert!(names.contains(&f), "{f} missing from {names:?}");
     }
+    // Juju < 2.8 runs only the hooks that exist as files.
     for hook in [
-        "hooks/install",
-        "hooks/config-changed",
-        "hooks/start",
-        "hooks/update-status",
+        "install",
+        "config-changed",
+        "start",
+        "stop",
+        "remove",
+        "upgrade-charm",
+        "update-status",
+        "leader-elected",
+        "leader-settings-changed",
+        "cluster-relation-joined",
+        "cluster-relation-changed",
+        "cluster-relation-departed",
+        "cluster-relation-broken",
+        "db-relation-joined",
+        "db-relation-changed",
+        "db-relation-departed",
+        "db-relation-broken",
     ] {
+        let hook = format!("hooks/{hook}");
+        let hook = hook.as_str();
         assert!(names.contains(&hook), "{hook} missing");
     }
-    assert!(names.contains(&"actions/snapshot"));
+    for action in ["snapshot", "restore", "package-client-credentials"] {
+        assert!(
+            names.contains(&format!("actions/{action}").as_str()),
+            "{action}"
+        );
+    }
     for (name, mode) in &listing {
         let entry_point =
             name == "dispatch" || name.starts_with("hooks/") || name.starts_with("actions/");
@@ -120,4 +141,161 @@ fn packed_dispatch_runs_hooks_and_actions() {
             .starts_with("Healthy with 1 known peer"),
         "{hook}"
     );
+}
+
+/// `(major, minor)` of every GLIBC_x.y version the ELF file needs.
+fn glibc_needs(elf: &Path) -> Vec<(u32, u32)> {
+    let out = Command::new("readelf")
+        .args(["--version-info", "--wide"])
+        .arg(elf)
+        .output()
+        .expect("readelf (binutils)");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut needs: Vec<(u32, u32)> = text
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("GLIBC_"))
+        .filter_map(|v| {
+            let mut p = v.split('.');
+            Some((p.next()?.parse().ok()?, p.next()?.parse().ok()?))
+        })
+        .collect();
+    needs.sort_unstable();
+    needs.dedup();
+    needs
+}
+
+/// Ubuntu 20.04, the oldest base, has glibc 2.31: the packed `dispatch`
+/// must need nothing newer.
+#[test]
+fn packed_dispatch_needs_no_glibc_newer_than_2_31() {
+    let t = TestDir::new("packed-glibc");
+    unzip(&packed(), t.path());
+    let needs = glibc_needs(&t.path().join("dispatch"));
+    let newest = needs.last().copied().expect("dispatch links glibc");
+    assert!(
+        newest <= (2, 31),
+        "dispatch needs GLIBC_{}.{}",
+        newest.0,
+        newest.1
+    );
+    // The check can fail: this test binary, built natively, needs more.
+    let native = glibc_needs(&std::env::current_exe().expect("exe"));
+    assert!(native.last().copied() > Some((2, 31)), "{native:?}");
+}
+
+fn yaml(dir: &Path, name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join(name)).expect(name);
+    let v: serde_yaml::Value =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    serde_json::to_value(v).expect("as json")
+}
+
+/// The charm's metadata as Juju 2.9 and 3.x read it: bases only from
+/// manifest.yaml (no `series`), the peer and `db` relations, file
+/// resources; every action's params a valid draft-4 JSON schema as Juju
+/// builds it (`additionalProperties: false`), accepting its own defaults
+/// and refusing unknown keys; config options typed with matching defaults.
+#[test]
+fn packed_metadata_parses_and_actions_are_valid_schemas() {
+    let t = TestDir::new("packed-meta");
+    unzip(&packed(), t.path());
+    let meta = yaml(t.path(), "metadata.yaml");
+    assert_eq!(meta["name"], "etcd");
+    assert!(
+        meta.get("series").is_none(),
+        "series belongs in manifest.yaml bases"
+    );
+    assert_eq!(meta["peers"]["cluster"]["interface"], "etcd");
+    assert_eq!(meta["provides"]["db"]["interface"], "etcd");
+    for (name, r) in meta["resources"].as_object().expect("resources") {
+        assert_eq!(r["type"], "file", "{name}");
+        let file = r["filename"].as_str().expect("filename");
+        assert!(!file.contains('/') && !file.is_empty(), "{name}");
+    }
+    let manifest = yaml(t.path(), "manifest.yaml");
+    let channels: Vec<&str> = manifest["bases"]
+        .as_array()
+        .expect("bases")
+        .iter()
+        .map(|b| {
+            assert_eq!(b["name"], "ubuntu");
+            assert_eq!(b["architectures"], serde_json::json!(["amd64"]));
+            b["channel"].as_str().expect("channel")
+        })
+        .collect();
+    assert_eq!(channels, ["20.04", "22.04", "24.04"]);
+
+    let key = |k: &str| {
+        !k.is_empty()
+            && k.split('-').all(|p| !p.is_empty())
+            && k.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && k.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+    };
+    let actions = yaml(t.path(), "actions.yaml");
+    let actions = actions.as_object().expect("actions");
+    for want in ["snapshot", "restore", "package-client-credentials"] {
+        assert!(actions.contains_key(want), "{want}");
+    }
+    for (name, spec) in actions {
+        assert!(
+            key(name) && name != "juju" && !name.starts_with("juju-"),
+            "{name}"
+        );
+        let text = spec.to_string();
+        assert!(
+            !text.contains("$ref") && !text.contains("$schema"),
+            "{name}"
+        );
+        let params = spec["params"].clone();
+        let schema = serde_json::json!({
+            "type": "object",
+            "title": name,
+            "description": spec["description"],
+            "properties": params,
+            "additionalProperties": spec.get("additionalProperties").cloned().unwrap_or(false.into()),
+        });
+        // Juju adds `required` only when actions.yaml lists some.
+        let mut schema = schema;
+        if let Some(required) = spec.get("required") {
+            schema["required"] = required.clone();
+        }
+        if let Err(e) = jsonschema::draft4::meta::validate(&schema) {
+            panic!("{name}: not a draft-4 schema: {e}");
+        }
+        let validator = jsonschema::draft4::new(&schema).expect("compiles");
+        let defaults: serde_json::Map<String, serde_json::Value> = params
+            .as_object()
+            .map(|p| {
+                p.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.get("default")?.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            validator.is_valid(&defaults.clone().into()),
+            "{name}: defaults"
+        );
+        let mut extra = defaults;
+        extra.insert("no-such-param".into(), "x".into());
+        assert!(
+            !validator.is_valid(&extra.into()),
+            "{name}: extra keys refused"
+        );
+    }
+
+    let config = yaml(t.path(), "config.yaml");
+    for (name, o) in config["options"].as_object().expect("options") {
+        let ty = o["type"].as_str().expect("type");
+        let ok = match ty {
+            "string" => o["default"].is_string(),
+            "int" => o["default"].is_i64(),
+            "float" => o["default"].is_number(),
+            "boolean" => o["default"].is_boolean(),
+            other => panic!("{name}: type {other}"),
+        };
+        assert!(ok, "{name}: default {} is not a {ty}", o["default"]);
+        assert!(o["description"].is_string(), "{name}");
+    }
 }

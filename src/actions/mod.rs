@@ -1,6 +1,7 @@
 //! Actions: each a module with the steps the design lays down, talking to
 //! Juju only through `HookTools` and to the host only through `Paths`.
 
+pub mod credentials;
 pub mod journal;
 pub mod params;
 pub mod restore;
@@ -45,6 +46,7 @@ pub fn run(name: &str, ctx: &ActionContext) -> Result<Results, Error> {
     match name {
         "snapshot" => snapshot::run(ctx),
         "restore" => restore::run(ctx),
+        "package-client-credentials" => credentials::run(ctx),
         other => Err(Error::UnknownAction(other.to_string())),
     }
 }

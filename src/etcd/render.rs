@@ -16,6 +16,95 @@ pub struct Options {
     pub snapshot_count: u64,
     pub quota_backend_bytes: u64,
     pub bind_to_all_interfaces: bool,
+    pub tls: Option<TlsPems>,
+}
+
+/// The TLS material from the tls_* options, decoded. Debug never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsPems {
+    pub ca: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub client_cert: String,
+    pub client_key: String,
+}
+
+impl std::fmt::Debug for TlsPems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsPems(..)")
+    }
+}
+
+const TLS_OPTIONS: [&str; 5] = [
+    "tls_ca_certificate",
+    "tls_server_certificate",
+    "tls_server_key",
+    "tls_client_certificate",
+    "tls_client_key",
+];
+
+/// A PEM option: base64 of the PEM text (as Juju config carries it), or
+/// the PEM text itself.
+fn pem(name: &'static str, value: &str) -> Result<String, OptionError> {
+    use base64::Engine;
+    let value = value.trim();
+    let text = if value.starts_with("-----BEGIN") {
+        value.to_string()
+    } else {
+        let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .map_err(|_| OptionError {
+                name,
+                problem: "is neither PEM nor base64-encoded PEM".into(),
+            })?;
+        String::from_utf8(bytes).map_err(|_| OptionError {
+            name,
+            problem: "does not decode to PEM text".into(),
+        })?
+    };
+    if !text.contains("-----BEGIN") || !text.contains("-----END") {
+        return Err(OptionError {
+            name,
+            problem: "does not hold a PEM block".into(),
+        });
+    }
+    let mut text = text.trim().to_string();
+    text.push('\n');
+    Ok(text)
+}
+
+fn tls_options(map: &Map<String, Value>) -> Result<Option<TlsPems>, OptionError> {
+    let get = |k: &str| {
+        map.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    let values: Vec<String> = TLS_OPTIONS.iter().map(|k| get(k)).collect();
+    let missing: Vec<&str> = TLS_OPTIONS
+        .iter()
+        .zip(&values)
+        .filter(|(_, v)| v.is_empty())
+        .map(|(k, _)| *k)
+        .collect();
+    if missing.len() == TLS_OPTIONS.len() {
+        return Ok(None);
+    }
+    if !missing.is_empty() {
+        return Err(OptionError {
+            name: "tls_*",
+            problem: format!("must be set together (missing: {})", missing.join(", ")),
+        });
+    }
+    Ok(Some(TlsPems {
+        ca: pem(TLS_OPTIONS[0], &values[0])?,
+        server_cert: pem(TLS_OPTIONS[1], &values[1])?,
+        server_key: pem(TLS_OPTIONS[2], &values[2])?,
+        client_cert: pem(TLS_OPTIONS[3], &values[3])?,
+        client_key: pem(TLS_OPTIONS[4], &values[4])?,
+    }))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +205,7 @@ impl Options {
             snapshot_count: snapshot_count as u64,
             quota_backend_bytes: quota as u64,
             bind_to_all_interfaces: bind,
+            tls: tls_options(map)?,
         })
     }
 }
@@ -281,6 +371,30 @@ mod tests {
         assert!(e.to_string().contains("election_timeout"), "{e}");
         let mut m = Map::new();
         m.insert("port".into(), Value::from(70000));
+        assert!(Options::from_config(&m).is_err());
+    }
+
+    #[test]
+    fn tls_options_come_together_and_decode() {
+        use base64::Engine;
+        let pem_text = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(pem_text);
+        let mut m = Map::new();
+        m.insert("tls_ca_certificate".into(), Value::from(b64.clone()));
+        let e = Options::from_config(&m).expect_err("partial");
+        assert!(
+            e.to_string().contains("missing: tls_server_certificate"),
+            "{e}"
+        );
+        for k in TLS_OPTIONS {
+            m.insert(k.into(), Value::from(b64.clone()));
+        }
+        m.insert("tls_client_key".into(), Value::from(pem_text));
+        let tls = Options::from_config(&m).expect("all set").tls.expect("tls");
+        assert_eq!(tls.ca, pem_text);
+        assert_eq!(tls.client_key, pem_text);
+        assert_eq!(format!("{tls:?}"), "TlsPems(..)");
+        m.insert("tls_server_key".into(), Value::from("not pem"));
         assert!(Options::from_config(&m).is_err());
     }
 

@@ -19,7 +19,7 @@ use serde_json::Map;
 use super::{healthy, installed, report_status, HookContext};
 use crate::error::Error;
 use crate::etcd::config::ClientEndpoint;
-use crate::etcd::render::{write_if_changed, Bootstrap, Member, Options};
+use crate::etcd::render::{write_if_changed, Bootstrap, Member, Options, TlsFiles, TlsPems};
 use crate::etcd::{EtcdConfig, LocalMember, MemberInfo};
 use crate::fsutil;
 use crate::install;
@@ -27,6 +27,8 @@ use crate::juju::{LogLevel, Settings, Status};
 use crate::service;
 
 pub const PEER: &str = "cluster";
+/// Clients relate here (interface `etcd`).
+pub const DB: &str = "db";
 const TOKEN: &str = "token";
 const BOOTSTRAPPED: &str = "bootstrapped";
 /// How long a hook waits for etcd to serve after starting it.
@@ -151,6 +153,12 @@ pub fn converge(ctx: &HookContext) -> Result<(), Error> {
         },
         tls: None,
     };
+    let mut tls_changed = false;
+    if let Some(pems) = &options.tls {
+        let (files, changed) = write_tls(conf_path, pems)?;
+        member.tls = Some(files);
+        tls_changed = changed;
+    }
     let rid = tools.relation_ids(PEER)?.into_iter().next();
     if let Some(rid) = &rid {
         tools.relation_set(
@@ -205,7 +213,7 @@ pub fn converge(ctx: &HookContext) -> Result<(), Error> {
         let _ = fsutil::create_private_dir(parent);
     }
     let active = service::is_active();
-    if changed && active {
+    if (changed || tls_changed) && active {
         ctx.log("the etcd config changed; restarting etcd");
         service::restart().map_err(|e| Error::Hook(e.to_string()))?;
     } else if !active {
@@ -239,6 +247,7 @@ pub fn converge(ctx: &HookContext) -> Result<(), Error> {
     }
     match rt.block_on(LocalMember::probe(&endpoint)) {
         Ok((s, members)) => {
+            publish_clients(ctx, &members, &s.version, options.tls.as_ref());
             let mut msg = healthy(members.len(), &s.version, ctx.paths);
             if let Some(w) = waiting {
                 msg.push_str("; ");
@@ -255,6 +264,69 @@ pub fn converge(ctx: &HookContext) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The TLS files beside the config, as the old charm laid them out:
+/// `ca.crt`, `server.crt`, `server.key`, `client.crt`, `client.key`, all
+/// 0600. Returns the server's files and whether any file changed.
+fn write_tls(conf: &std::path::Path, pems: &TlsPems) -> Result<(TlsFiles, bool), Error> {
+    let dir = conf.parent().unwrap_or(std::path::Path::new("/"));
+    let mut changed = false;
+    for (name, text) in [
+        ("ca.crt", &pems.ca),
+        ("server.crt", &pems.server_cert),
+        ("server.key", &pems.server_key),
+        ("client.crt", &pems.client_cert),
+        ("client.key", &pems.client_key),
+    ] {
+        let path = dir.join(name);
+        changed |= write_if_changed(&path, text)
+            .map_err(|e| Error::Hook(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok((
+        TlsFiles {
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+            ca: dir.join("ca.crt"),
+        },
+        changed,
+    ))
+}
+
+/// The `db` relation (interface `etcd`, as the old charm provided it):
+/// every member's client URL, and with TLS the client credentials, on each
+/// unit's side of every `db` relation. Kept current by every hook, so it
+/// follows units joining and leaving.
+fn publish_clients(
+    ctx: &HookContext,
+    members: &[MemberInfo],
+    version: &str,
+    tls: Option<&TlsPems>,
+) {
+    let Ok(ids) = ctx.tools.relation_ids(DB) else {
+        return;
+    };
+    let mut urls: Vec<String> = members
+        .iter()
+        .filter(|m| !m.is_learner)
+        .flat_map(|m| m.client_urls.iter().cloned())
+        .collect();
+    urls.sort();
+    urls.dedup();
+    let mut data = vec![
+        ("connection_string", urls.join(",")),
+        ("version", version.to_string()),
+    ];
+    if let Some(t) = tls {
+        data.push(("client_ca", t.ca.clone()));
+        data.push(("client_cert", t.client_cert.clone()));
+        data.push(("client_key", t.client_key.clone()));
+    }
+    for id in ids {
+        if let Err(e) = ctx.tools.relation_set(&id, &data) {
+            ctx.log(&format!("cannot update the {DB} relation {id}: {e}"));
+        }
+    }
 }
 
 /// The leader's part: remove members whose unit is gone, promote learners

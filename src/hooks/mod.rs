@@ -14,7 +14,7 @@ use crate::lock::ActionLock;
 use crate::paths::Paths;
 use crate::service;
 
-pub use cluster::PEER;
+pub use cluster::{DB, PEER};
 
 pub struct HookContext<'a> {
     pub tools: &'a dyn HookTools,
@@ -74,7 +74,11 @@ pub fn run(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> R
         | "leader-settings-changed"
         | "upgrade-charm"
         | "update-status" => cluster::converge(&ctx),
-        n if n.starts_with(&format!("{PEER}-relation-")) => cluster::converge(&ctx),
+        n if n.starts_with(&format!("{PEER}-relation-"))
+            || n.starts_with(&format!("{DB}-relation-")) =>
+        {
+            cluster::converge(&ctx)
+        }
         _ => {
             tools.log(LogLevel::Debug, &format!("nothing to do in {name}"))?;
             Ok(())

@@ -27,6 +27,7 @@ Commands (for the test harness and ./charm demo):
   remove-unit MODEL UNIT          departed on both sides, broken, stop, remove; settle
   config MODEL key=value ...      juju config: validate, config-changed everywhere; settle
   run-all MODEL HOOK              one hook on every unit (update-status); settle
+  relate MODEL ENDPOINT REMOTE    a relation to another application (its unit played by the test)
   settle MODEL                    run queued hooks until none are left
 """
 
@@ -1061,7 +1062,7 @@ def enqueue(model, unit, hook, rid="", remote=""):
 def relation_env(rid, remote, departing=""):
     env = {}
     if rid:
-        env.update(JUJU_RELATION=PEER, JUJU_RELATION_ID=rid)
+        env.update(JUJU_RELATION=rid.split(":")[0], JUJU_RELATION_ID=rid)
     if remote:
         env.update(JUJU_REMOTE_UNIT=remote, JUJU_REMOTE_APP=remote.split("/")[0])
     if departing:
@@ -1099,7 +1100,7 @@ def settle(model, limit=200):
 
 def see(udir, rid, remote, present):
     rels = relations(udir)
-    seen = rels.setdefault(PEER, {}).setdefault(rid, [])
+    seen = rels.setdefault(rid.split(":")[0], {}).setdefault(rid, [])
     if present and remote not in seen:
         seen.append(remote)
     if not present and remote in seen:
@@ -1146,8 +1147,31 @@ def cmd_add_unit(argv):
         see(udir, rid, other, True)
         enqueue(model, me, f"{PEER}-relation-joined", rid, other)
         enqueue(model, me, f"{PEER}-relation-changed", rid, other)
+    # Relations to other applications reach the new unit too.
+    for orid, rel in sorted(state.get("relations", {}).items()):
+        see(udir, orid, rel["remote"], True)
+        enqueue(model, me, f"{rel['endpoint']}-relation-joined", orid, rel["remote"])
+        enqueue(model, me, f"{rel['endpoint']}-relation-changed", orid, rel["remote"])
     ran += settle(model)
     return model_report(ran)
+
+
+def cmd_relate(argv):
+    """juju integrate etcd:ENDPOINT REMOTE: the remote side is played by the
+    test (REMOTE is its one unit, e.g. client/0)."""
+    model, endpoint, remote = os.path.abspath(argv[0]), argv[1], argv[2]
+    state = model_state(model)
+    rels = state.setdefault("relations", {})
+    rid = f"{endpoint}:{len(rels) + 1}"
+    rels[rid] = {"endpoint": endpoint, "remote": remote}
+    save_model(model, state)
+    for unit, udir in sorted(state["units"].items()):
+        see(udir, rid, remote, True)
+        enqueue(model, unit, f"{endpoint}-relation-joined", rid, remote)
+        enqueue(model, unit, f"{endpoint}-relation-changed", rid, remote)
+    ran = settle(model)
+    print(json.dumps({"relation": rid, "ran": ran}, sort_keys=True))
+    return 0
 
 
 def cmd_remove_unit(argv):
@@ -1169,7 +1193,8 @@ def cmd_remove_unit(argv):
     state = model_state(model)
     del state["units"][me]
     data = reldata(model)
-    data.get(rid, {}).pop(me, None)
+    for units in data.values():
+        units.pop(me, None)
     write_json(mpath(model, "reldata.json"), data)
     if state.get("leader") == me:
         state["leader"] = min(state["units"]) if state["units"] else None
@@ -1264,6 +1289,7 @@ def main(argv):
         "config": cmd_config,
         "run-all": cmd_run_all,
         "settle": cmd_settle,
+        "relate": cmd_relate,
     }
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)

@@ -606,10 +606,26 @@ impl Unit {
     /// every action or hook outcome, stdout and stderr included) holds no
     /// key material and no value a test stored in etcd.
     pub fn assert_no_secrets(&self) {
+        // What an operator sees: action results, failures and progress,
+        // the unit log, the status, and any stdout/stderr. (Relation data
+        // is not among them: the db relation hands clients their key.)
+        const SEEN: [&str; 6] = [
+            "action-set",
+            "action-fail",
+            "action-log",
+            "juju-log",
+            "status-set",
+            "application-version-set",
+        ];
         let mut said = String::new();
-        for f in ["juju/calls.jsonl", "juju/outcomes.jsonl"] {
-            said.push_str(&fs::read_to_string(self.dir.join(f)).unwrap_or_default());
+        for call in self.calls() {
+            if SEEN.contains(&call["tool"].as_str().unwrap_or_default()) {
+                said.push_str(&call["args"].to_string());
+            }
         }
+        said.push_str(
+            &fs::read_to_string(self.dir.join("juju/outcomes.jsonl")).unwrap_or_default(),
+        );
         for marker in ["PRIVATE KEY", "-----BEGIN"] {
             assert!(
                 !said.contains(marker),
@@ -932,6 +948,7 @@ pub struct Model {
     pub units: Vec<Unit>,
     pub client_port: u16,
     pub peer_port: u16,
+    pub tls: bool,
 }
 
 pub fn unit_ip(n: usize) -> String {
@@ -940,6 +957,16 @@ pub fn unit_ip(n: usize) -> String {
 
 impl Model {
     pub fn new(under: &Path, etcd: &Etcd) -> Model {
+        Model::create(under, etcd, false)
+    }
+
+    /// With the tls_* options set at deploy time (base64 PEM, as `juju
+    /// config` carries them): etcd speaks only TLS, to clients and peers.
+    pub fn new_tls(under: &Path, etcd: &Etcd) -> Model {
+        Model::create(under, etcd, true)
+    }
+
+    fn create(under: &Path, etcd: &Etcd, tls_on: bool) -> Model {
         let ips: Vec<String> = (0..6).map(unit_ip).collect();
         let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
         let client_port = free_port(&ips);
@@ -950,7 +977,7 @@ impl Model {
         let dir = under.join("model");
         fs::create_dir_all(&dir).expect("model dir");
         // The application's config as `juju deploy --config` gives it.
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "leader": null,
             "units": {},
             "config": {
@@ -959,6 +986,20 @@ impl Model {
                 "bind_to_all_interfaces": false,
             },
         });
+        if tls_on {
+            use base64::Engine;
+            let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
+            let t = tls();
+            for (k, v) in [
+                ("tls_ca_certificate", &t.ca),
+                ("tls_server_certificate", &t.server_cert),
+                ("tls_server_key", &t.server_key),
+                ("tls_client_certificate", &t.client_cert),
+                ("tls_client_key", &t.client_key),
+            ] {
+                config["config"][k] = Value::String(b64(v));
+            }
+        }
         fs::write(dir.join("model.json"), config.to_string()).expect("model.json");
         Model {
             dir,
@@ -967,6 +1008,7 @@ impl Model {
             units: Vec::new(),
             client_port,
             peer_port,
+            tls: tls_on,
         }
     }
 
@@ -978,7 +1020,7 @@ impl Model {
             ip: unit_ip(n),
             client_port: self.client_port,
             peer_port: self.peer_port,
-            tls: false,
+            tls: self.tls,
             initial_cluster: None,
             token: String::new(),
         };
@@ -1030,6 +1072,38 @@ impl Model {
         let mut args = vec!["config", dir.as_str()];
         args.extend_from_slice(pairs);
         self.fake(&args)
+    }
+
+    /// `juju integrate etcd:<endpoint> <remote app>`; returns the relation id.
+    pub fn relate(&self, endpoint: &str, remote_unit: &str) -> String {
+        let dir = self.dir.display().to_string();
+        let out = python()
+            .arg(fakejuju())
+            .args(["relate", &dir, endpoint, remote_unit])
+            .output()
+            .expect("relate");
+        assert!(out.status.success(), "{out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        for hook in v["ran"].as_array().cloned().unwrap_or_default() {
+            assert_eq!(hook["exit_code"], 0, "{hook}");
+        }
+        v["relation"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// What `unit` published in relation `rid`, as the other side reads it.
+    pub fn relation_data(&self, rid: &str, unit: &str) -> BTreeMap<String, String> {
+        let v: Value = serde_json::from_str(
+            &fs::read_to_string(self.dir.join("reldata.json")).unwrap_or_default(),
+        )
+        .unwrap_or(Value::Null);
+        v[rid][unit]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn run_all(&self, hook: &str) -> Vec<Value> {
