@@ -1,9 +1,9 @@
 #!/bin/sh
-# ./charm demo: the charm end to end on this machine. Real etcd servers run
-# on loopback inside simulated units; the built charm's dispatch runs the
-# snapshot and restore actions exactly as the Juju unit agent would
-# (fakejuju.py plays Juju), and the results are checked with the tools an
-# operator would use.
+# ./charm demo: the charm end to end on this machine, the operator's flow
+# from DESIGN.md. fakejuju.py plays Juju (hooks in Juju's order, relation
+# data and leader settings, a fake snap store and systemd that run real
+# etcd 3.5.16 on 127.0.0.2-6); the built charm's dispatch does the rest,
+# and the results are checked with the tools an operator would use.
 set -eu
 
 charm_dir=$1
@@ -16,7 +16,7 @@ work=$(mktemp -d /tmp/etcd-charm-demo.XXXXXX)
 units=""
 
 cleanup() {
-    for u in $units; do "$u/bin/systemctl" stop snap.etcd.etcd || true; done
+    for u in $units; do "$u/bin/systemctl" stop snap.etcd.etcd >/dev/null 2>&1 || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -30,80 +30,91 @@ cluster_id() {
 }
 
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.2",0)); print(s.getsockname()[1])'
 }
 
-# make_unit DIR UNIT MEMBER TOKEN: a simulated unit with its own etcd config.
-make_unit() {
-    dir=$1 unit_name=$2 member=$3 token=$4
-    root="$dir/root"
-    common="$root/var/snap/etcd/common"
-    mkdir -p "$common"
-    cport=$(free_port)
-    pport=$(free_port)
-    cat >"$common/etcd.conf.yml" <<EOF
-name: $member
-data-dir: $root/var/snap/etcd/current/$member.etcd
-listen-client-urls: http://127.0.0.1:$cport
-advertise-client-urls: http://127.0.0.1:$cport
-listen-peer-urls: http://127.0.0.1:$pport
-initial-advertise-peer-urls: http://127.0.0.1:$pport
-initial-cluster: $member=http://127.0.0.1:$pport
-initial-cluster-token: $token
-initial-cluster-state: new
-logger: zap
-log-level: warn
+# new_app NAME: a fake model for one application, deployed with its own
+# ports and bind_to_all_interfaces=false (several "machines" share loopback).
+new_app() {
+    m="$work/model-$1"
+    mkdir -p "$m"
+    printf '{"leader": null, "units": {}, "config": {"port": %s, "management_port": %s, "bind_to_all_interfaces": false}}\n' \
+        "$(free_port)" "$(free_port)" >"$m/model.json"
+}
+
+# unit_dir APP N IP: lay out a unit (a machine) for `juju add-unit`; sets
+# $d (not printed: a subshell would lose the units list cleanup needs).
+unit_dir() {
+    d="$work/$1-$2"
+    python3 "$fake" init-unit "$d" --unit "$1/$2" --charm-dir "$charm_dir" --etcd-bin "$bin" \
+        --conf "$d/root/var/snap/etcd/common/etcd.conf.yml" --root "$d/root" \
+        --model "$work/model-$1" --address "$3"
+    units="$units $d"
+}
+
+add_unit() {
+    python3 "$fake" add-unit "$work/model-$1" "$2" >"$work/last-hooks.json"
+    python3 - "$work/last-hooks.json" <<'EOF'
+import json, sys
+for h in json.load(open(sys.argv[1])):
+    rel = f" ({h['remote']})" if h.get("remote") else ""
+    print(f"  {h['unit']:<12} {h['hook'] + rel:<48} exit {h['exit_code']}")
+    if h["exit_code"] != 0:
+        print(h["stderr"]); sys.exit(1)
 EOF
-    python3 "$fake" init-unit "$dir" --unit "$unit_name" --charm-dir "$charm_dir" \
-        --etcd-bin "$bin" --conf "$common/etcd.conf.yml" --root "$root"
-    echo "http://127.0.0.1:$cport" >"$dir/client-url"
-    units="$units $dir"
 }
 
-start_unit() {
-    "$1/bin/systemctl" start snap.etcd.etcd
-    client=$(cat "$1/client-url")
-    i=0
-    until etcdctl endpoint health >/dev/null 2>&1; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || { echo "etcd did not start"; cat "$1/svc/etcd.log"; exit 1; }
-        sleep 0.2
+status() {
+    show "juju status $1"
+    for ud in $units; do
+        case $ud in */"$1"-[0-9]*) ;; *) continue ;; esac
+        [ -f "$ud/juju/status.json" ] || continue
+        python3 - "$ud" <<'EOF'
+import json, sys, os
+d = sys.argv[1]
+u = json.load(open(os.path.join(d, "juju/unit.json")))
+s = json.load(open(os.path.join(d, "juju/status.json")))
+print(f"  {u['unit']:<12} {s['status']:<8} {u['address']:<10} {s['message']}")
+EOF
     done
 }
 
-unit="$work/unit-etcd-0"
-make_unit "$unit" etcd/0 etcd0 demo-cluster
-start_unit "$unit"
-step "etcd $("$bin/etcd" --version | sed -n 's/etcd Version: //p') runs as snap.etcd.etcd on $client (unit etcd/0)"
-etcdctl endpoint status -w table
+client_of() { sed -n 's/^advertise-client-urls: //p' "$1/root/var/snap/etcd/common/etcd.conf.yml"; }
 
-step "a workload writes keys"
+step "juju deploy ./target/etcd.charm etcd -n 3   (etcd from the snap, 3.5/stable)"
+new_app etcd
+for n in 0 1 2; do
+    unit_dir etcd $n "127.0.0.$((n + 2))"
+    add_unit etcd "$d"
+done
+python3 "$fake" run-all "$work/model-etcd" update-status >/dev/null
+status etcd
+
+step "a workload writes through etcd/0 and reads through etcd/2"
+client=$(client_of "$work/etcd-0")
 for k in pods/default/web-0 pods/default/web-1 services/default/web configmaps/kube-system/coredns; do
     etcdctl put "/registry/$k" "{\"kind\":\"${k%%/*}\",\"name\":\"${k##*/}\"}" >/dev/null
     show "etcdctl put /registry/$k ..."
 done
+client=$(client_of "$work/etcd-2")
+show "etcdctl --endpoints=$client get --prefix --keys-only /registry"
+etcdctl get --prefix --keys-only /registry | sed '/^$/d'
+show "etcdctl member list -w table"
+etcdctl member list -w table
 
 step "the operator takes a snapshot"
 show "juju run etcd/0 snapshot target=$work/snapshots"
-python3 "$fake" run-action "$unit" snapshot "target=$work/snapshots"
-
-outcome="$unit/juju/action/outcome.json"
+python3 "$fake" run-action "$work/etcd-0" snapshot "target=$work/snapshots"
+outcome="$work/etcd-0/juju/action/outcome.json"
 field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][sys.argv[2]])' "$outcome" "$1"; }
 path=$(field snapshot.path)
 sum=$(field snapshot.sha256)
 
 step "the operator checks the archive"
-show "ls -l $(dirname "$path")"
-ls -l "$(dirname "$path")"
 show "sha256sum $(basename "$path")"
 got=$(sha256sum "$path" | cut -d' ' -f1)
 echo "$got  $(basename "$path")"
-if [ "$got" = "$sum" ]; then
-    echo "matches snapshot.sha256"
-else
-    echo "MISMATCH: snapshot.sha256 is $sum"
-    exit 1
-fi
+[ "$got" = "$sum" ] && echo "matches snapshot.sha256" || { echo "MISMATCH: snapshot.sha256 is $sum"; exit 1; }
 show "tar tzvf $(basename "$path")"
 tar tzvf "$path"
 show "tar xzf $(basename "$path") -O snapshot.json"
@@ -113,13 +124,17 @@ tar xzf "$path" -C "$work/x"
 show "etcdutl snapshot status db -w table"
 "$bin/etcdutl" snapshot status "$work/x/db" -w table
 
-step "a new single-unit application gets the snapshot as its resource"
-new="$work/unit-new-etcd-0"
-make_unit "$new" new-etcd/0 new-etcd0 other-cluster
-start_unit "$new"
+step "restore refuses the three-member cluster"
+show "juju run etcd/0 restore source=$path"
+python3 "$fake" run-action "$work/etcd-0" restore "source=$path" || true
+
+step "juju deploy ./target/etcd.charm new-etcd --resource snapshot=./$(basename "$path")"
+new_app new-etcd
+unit_dir new-etcd 0 127.0.0.5
+python3 "$fake" resource "$d" snapshot "$path"
+add_unit new-etcd "$d"
+client=$(client_of "$d")
 etcdctl put /registry/pods/default/unrelated '{"kind":"pods"}' >/dev/null
-show "juju deploy ./target/etcd.charm new-etcd --resource snapshot=./$(basename "$path")"
-python3 "$fake" resource "$new" snapshot "$path"
 show "etcdctl get --prefix --keys-only /registry        # on new-etcd/0, before"
 etcdctl get --prefix --keys-only /registry | sed '/^$/d'
 before=$(cluster_id)
@@ -127,15 +142,24 @@ echo "cluster ID: $before"
 
 step "the operator restores it"
 show "juju run new-etcd/0 restore target=$work/backups"
-python3 "$fake" run-action "$new" restore "target=$work/backups"
+python3 "$fake" run-action "$d" restore "target=$work/backups"
 
 step "new-etcd/0 serves the snapshot's keys as a new cluster"
 show "etcdctl get --prefix --keys-only /registry        # on new-etcd/0, after"
 etcdctl get --prefix --keys-only /registry | sed '/^$/d'
 echo "cluster ID: $(cluster_id) (was $before)"
-show "etcdctl member list -w table"
-etcdctl member list -w table
 show "ls -l $work/backups"
 ls -l "$work/backups"
 
-step "done: both units' etcd stopped and $work removed"
+step "juju add-unit new-etcd   (joins the restored cluster as a learner, then is promoted)"
+unit_dir new-etcd 1 127.0.0.6
+d1=$d
+add_unit new-etcd "$d1"
+python3 "$fake" run-all "$work/model-new-etcd" update-status >/dev/null
+status new-etcd
+client=$(client_of "$d1")
+show "etcdctl --endpoints=$client get --prefix --keys-only /registry   # on new-etcd/1"
+etcdctl get --prefix --keys-only /registry | sed '/^$/d'
+echo "cluster ID: $(cluster_id)"
+
+step "done: every unit's etcd stopped and $work removed"
