@@ -33,3 +33,13 @@ pub enum Error {
     #[error("cannot start the charm's runtime: {0}")]
     Runtime(std::io::Error),
 }
+
+/// Why a command failed, in one line: its first non-empty stderr line, or
+/// its exit status when it said nothing.
+pub fn command_failure(out: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stderr);
+    match text.lines().map(str::trim).find(|l| !l.is_empty()) {
+        Some(line) => line.to_string(),
+        None => format!("exit status {}", out.status.code().unwrap_or(-1)),
+    }
+}

@@ -73,15 +73,9 @@ fn snap(verb: &'static str, channel: &str) -> Result<(), InstallError> {
     if out.status.success() {
         return Ok(());
     }
-    let text = String::from_utf8_lossy(&out.stderr);
     Err(InstallError::Snap {
         verb,
-        detail: text
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_string(),
+        detail: crate::error::command_failure(&out),
     })
 }
 

@@ -222,21 +222,26 @@ fn first_line(bytes: &[u8]) -> String {
     line.trim().to_string()
 }
 
+/// A tool's `--format=json` object (null reads as empty).
+fn json_object(tool: &str, out: &Output) -> Result<Map<String, Value>, JujuError> {
+    match serde_json::from_slice::<Value>(&out.stdout) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Null) => Ok(Map::new()),
+        Ok(other) => Err(JujuError::BadOutput {
+            tool: tool.into(),
+            detail: format!("expected an object, got {other}"),
+        }),
+        Err(e) => Err(JujuError::BadOutput {
+            tool: tool.into(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
 impl HookTools for ProcessTools {
     fn action_params(&self) -> Result<Map<String, Value>, JujuError> {
         let out = self.run("action-get", &["--format=json"])?;
-        match serde_json::from_slice::<Value>(&out.stdout) {
-            Ok(Value::Object(map)) => Ok(map),
-            Ok(Value::Null) => Ok(Map::new()),
-            Ok(other) => Err(JujuError::BadOutput {
-                tool: "action-get".into(),
-                detail: format!("expected an object, got {other}"),
-            }),
-            Err(e) => Err(JujuError::BadOutput {
-                tool: "action-get".into(),
-                detail: e.to_string(),
-            }),
-        }
+        json_object("action-get", &out)
     }
 
     fn action_set(&self, results: &Results) -> Result<(), JujuError> {
@@ -313,18 +318,7 @@ impl HookTools for ProcessTools {
 
     fn config(&self) -> Result<Map<String, Value>, JujuError> {
         let out = self.run("config-get", &["--format=json", "--all"])?;
-        match serde_json::from_slice::<Value>(&out.stdout) {
-            Ok(Value::Object(map)) => Ok(map),
-            Ok(Value::Null) => Ok(Map::new()),
-            Ok(other) => Err(JujuError::BadOutput {
-                tool: "config-get".into(),
-                detail: format!("expected an object, got {other}"),
-            }),
-            Err(e) => Err(JujuError::BadOutput {
-                tool: "config-get".into(),
-                detail: e.to_string(),
-            }),
-        }
+        json_object("config-get", &out)
     }
 
     fn is_leader(&self) -> Result<bool, JujuError> {

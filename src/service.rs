@@ -25,19 +25,9 @@ fn systemctl(verb: &'static str) -> Result<(), ServiceError> {
     if out.status.success() {
         return Ok(());
     }
-    let text = String::from_utf8_lossy(&out.stderr);
-    let detail = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
     Err(ServiceError {
         verb,
-        detail: if detail.is_empty() {
-            format!("exit status {}", out.status.code().unwrap_or(-1))
-        } else {
-            detail.to_string()
-        },
+        detail: crate::error::command_failure(&out),
     })
 }
 
