@@ -376,7 +376,17 @@ fn restore_backup_into_a_full_disk() {
     assert_eq!(list(&small.0), Vec::<String>::new());
     assert_eq!(unit.status().0, cluster);
     assert_eq!(keys(&unit), before);
-    assert_eq!(list(&parent), ["etcd0.etcd"]);
+    // The restored data served clients for a moment: it is kept, named.
+    let listed = list(&parent);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed[0], "etcd0.etcd");
+    assert!(
+        listed[1].starts_with("etcd0.etcd.failed-restore-"),
+        "{listed:?}"
+    );
+    assert!(o.message.contains(&listed[1]), "{}", o.message);
+    assert!(parent.join(&listed[1]).join("member/snap/db").is_file());
+    assert_eq!(mode(&parent.join(&listed[1])), 0o700);
 }
 
 fn restore_across(from: &'static str, to: &'static str) -> (TestDir, Unit, support::Outcome) {

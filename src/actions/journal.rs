@@ -215,13 +215,30 @@ pub fn roll_back(
     limit: Duration,
 ) -> Result<String, String> {
     let parent = j.data_dir.parent().unwrap_or(Path::new("/"));
+    let mut kept = None;
     if j.aside.exists() {
         service::stop().map_err(|e| format!("etcd could not be stopped: {e}"))?;
         if service::is_active() {
             return Err("etcd could not be stopped to put the old data back".into());
         }
-        // What is at the data dir now is the restored copy; the snapshot
-        // it came from is still where the operator put it.
+        if j.step >= Step::Checked && j.data_dir.exists() {
+            // etcd served the restored data, so it may hold new writes:
+            // keep it beside the data dir for the operator.
+            let name = j
+                .aside
+                .file_name()
+                .map(|n| {
+                    n.to_string_lossy()
+                        .replace(".pre-restore-", ".failed-restore-")
+                })
+                .unwrap_or_else(|| "etcd.failed-restore".into());
+            let keep = j.data_dir.with_file_name(name);
+            fs::rename(&j.data_dir, &keep)
+                .map_err(|e| format!("cannot move the restored data aside: {e}"))?;
+            kept = Some(keep);
+        }
+        // Before `checked` the restored copy never served a client; the
+        // snapshot it came from is still where the operator put it.
         remove_tree(&j.data_dir)
             .map_err(|e| format!("cannot remove the restored data from the data dir: {e}"))?;
         fs::rename(&j.aside, &j.data_dir).map_err(|e| {
@@ -243,10 +260,17 @@ pub fn roll_back(
         service::start().map_err(|e| format!("etcd did not start on the old data: {e}"))?;
     }
     let (status, _) = rt.block_on(LocalMember::wait_healthy(endpoint, limit))?;
-    Ok(format!(
+    let mut done = format!(
         "the old data is back and etcd serves it as cluster {}",
         id_hex(status.cluster_id)
-    ))
+    );
+    if let Some(keep) = kept {
+        done.push_str(&format!(
+            "; the restored data is kept in {}",
+            keep.display()
+        ));
+    }
+    Ok(done)
 }
 
 /// Finishes a restore whose data was already proven: etcd running on it,
