@@ -38,6 +38,9 @@ pub struct Installed {
     pub source: String,
     pub channel: Option<String>,
     pub version: Option<String>,
+    /// SHA-256 of the `etcd` resource installed, to notice a new one.
+    #[serde(default)]
+    pub resource_sha256: Option<String>,
 }
 
 fn state_file(paths: &Paths) -> PathBuf {
@@ -92,6 +95,7 @@ pub fn install(
                 source: "resource".into(),
                 channel: None,
                 version: Some(version),
+                resource_sha256: Some(file_sha256(tarball)?),
             }
         }
         None => {
@@ -100,6 +104,7 @@ pub fn install(
                 source: "snap".into(),
                 channel: Some(channel.to_string()),
                 version: None,
+                resource_sha256: None,
             }
         }
     };
@@ -122,6 +127,43 @@ pub fn follow_channel(
     Ok(true)
 }
 
+fn file_sha256(path: &Path) -> Result<String, InstallError> {
+    use sha2::{Digest, Sha256};
+    let mut f = fs::File::open(path).map_err(|source| InstallError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut h = Sha256::new();
+    io::copy(&mut f, &mut h).map_err(|source| InstallError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(crate::etcd::snapshot::hex(&h.finalize()))
+}
+
+/// Follows a newly attached `etcd` resource (Juju runs upgrade-charm for
+/// it); true when a different tarball was installed.
+pub fn follow_resource(
+    paths: &Paths,
+    installed: &mut Installed,
+    resource: Option<&Path>,
+) -> Result<bool, InstallError> {
+    let Some(tarball) = resource else {
+        return Ok(false);
+    };
+    if installed.source != "resource" {
+        return Ok(false);
+    }
+    let sha = file_sha256(tarball)?;
+    if installed.resource_sha256.as_deref() == Some(sha.as_str()) {
+        return Ok(false);
+    }
+    installed.version = Some(install_tarball(paths, tarball)?);
+    installed.resource_sha256 = Some(sha);
+    installed.save(paths)?;
+    Ok(true)
+}
+
 /// `etcd-v3.5.16-linux-amd64/etcd` → ("3.5.16", "etcd").
 fn release_entry(path: &Path) -> Option<(String, String)> {
     let parts: Vec<String> = path
@@ -135,13 +177,22 @@ fn release_entry(path: &Path) -> Option<(String, String)> {
         return None;
     };
     let version = top.strip_prefix("etcd-v")?.strip_suffix("-linux-amd64")?;
-    if version.is_empty()
-        || !version
+    // N.N.N with an optional -suffix: it names a directory the charm
+    // creates and replaces, so nothing like "." or ".." gets through.
+    let (numbers, suffix) = version.split_once('-').unwrap_or((version, ""));
+    let parts: Vec<&str> = numbers.split('.').collect();
+    let numeric = parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    if !numeric
+        || !suffix
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            .all(|c| c.is_ascii_alphanumeric() || c == '.')
     {
         return None;
     }
+
     Some((version.to_string(), file.clone()))
 }
 
@@ -296,6 +347,12 @@ mod tests {
             None
         );
         assert_eq!(release_entry(Path::new("etcd-v../etcd")), None);
+        assert_eq!(release_entry(Path::new("etcd-v..-linux-amd64/etcd")), None);
+        assert_eq!(release_entry(Path::new("etcd-v.-linux-amd64/etcd")), None);
+        assert_eq!(
+            release_entry(Path::new("etcd-v3.6.0-rc.1-linux-amd64/etcd")).map(|e| e.0),
+            Some("3.6.0-rc.1".into())
+        );
         assert_eq!(release_entry(Path::new("etcd")), None);
     }
 }

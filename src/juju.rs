@@ -309,11 +309,40 @@ impl HookTools for ProcessTools {
         json_settings("relation-get", &out)
     }
 
+    /// The settings go in as YAML on stdin (`--file -`), never on the
+    /// command line, where any local user could read a key in /proc.
     fn relation_set(&self, id: &str, pairs: &[(&str, String)]) -> Result<(), JujuError> {
-        let mut args = vec!["-r".to_string(), id.to_string()];
-        args.extend(pair_args(pairs));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.run("relation-set", &args).map(drop)
+        use std::io::Write;
+        use std::process::Stdio;
+        let tool = "relation-set";
+        let map: BTreeMap<&str, &str> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let yaml = serde_yaml::to_string(&map).map_err(|e| JujuError::BadOutput {
+            tool: tool.into(),
+            detail: e.to_string(),
+        })?;
+        let spawn = |source| JujuError::Spawn {
+            tool: tool.into(),
+            source,
+        };
+        let mut child = Command::new(tool)
+            .args(["-r", id, "--file", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(yaml.as_bytes()).map_err(spawn)?;
+        }
+        let out = child.wait_with_output().map_err(spawn)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(JujuError::Failed {
+                tool: tool.into(),
+                stderr: first_line(&out.stderr),
+            })
+        }
     }
 
     fn config(&self) -> Result<Map<String, Value>, JujuError> {

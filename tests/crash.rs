@@ -389,6 +389,57 @@ fn restore_backup_into_a_full_disk() {
     assert_eq!(mode(&parent.join(&listed[1])), 0o700);
 }
 
+/// The backup fails after the restored data was proven, and the action
+/// is killed as it starts undoing: recovery goes on undoing (it never
+/// "completes" a restore that was being rolled back), keeps the restored
+/// data aside, and etcd serves the old data.
+#[test]
+fn killed_while_rolling_back_after_a_failed_backup() {
+    let s = scene("crash-rolling-back", V35);
+    s.unit.fill(6 << 20, 64 * 1024);
+    let old = keys(&s.unit);
+    let small = Tmpfs::mount(&s.t.path().join("small"), 3 << 20);
+    let o = s.unit.run_action_env(
+        "restore",
+        &[
+            &format!("source={}", s.archive.display()),
+            &format!("target={}", small.0.display()),
+        ],
+        &[(ABORT, "rolling-back")],
+    );
+    assert_eq!(o.exit_code, -9, "{o:?}");
+    let text = fs::read_to_string(s.journal()).expect("journal");
+    assert!(text.contains("\"rolling_back\": true"), "{text}");
+    let hook = s.unit.run_hook("update-status");
+    let msg = hook["status"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("the old data is back"), "{msg}");
+    assert!(msg.contains("the restored data is kept in"), "{msg}");
+    assert_eq!(keys(&s.unit), old);
+    assert_eq!(s.unit.status().0, s.cluster);
+    assert!(!s.journal().exists());
+    assert_eq!(list(&small.0), Vec::<String>::new());
+    let listed = list(&s.parent());
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(
+        listed[1].starts_with("etcd0.etcd.failed-restore-"),
+        "{listed:?}"
+    );
+}
+
+/// A restore killed before it began its journal (while etcd's restore
+/// tool ran) leaves a staging copy of the db; the next hook removes it.
+#[test]
+fn stale_staging_is_removed() {
+    let s = scene("crash-stale-staging", V35);
+    let stale = s.parent().join("etcd0.etcd.restore-2026-01-01-00.00.00");
+    fs::create_dir_all(stale.join("data")).expect("stale");
+    fs::write(stale.join("db"), b"a copy nobody needs").expect("db");
+    let hook = s.unit.run_hook("update-status");
+    assert_eq!(hook["exit_code"], 0);
+    assert!(!stale.exists());
+    s.assert_one_data_set(false);
+}
+
 fn restore_across(from: &'static str, to: &'static str) -> (TestDir, Unit, support::Outcome) {
     let t = TestDir::new(&format!("crash-version-{from}-{to}"));
     let a = Unit::new(t.path(), &Etcd::get(from), Spec::single(0, false));

@@ -158,9 +158,10 @@ fn three_units_form_shrink_restore_and_grow() {
 }
 
 /// An upstream release tarball, as etcd publishes them.
-fn release_tarball(etcd: &Etcd, dir: &Path) -> std::path::PathBuf {
-    let top = "etcd-v3.5.16-linux-amd64";
-    let stage = dir.join("release");
+fn release_tarball(etcd: &Etcd, version: &str, dir: &Path) -> std::path::PathBuf {
+    let top = format!("etcd-v{version}-linux-amd64");
+    let top = top.as_str();
+    let stage = dir.join(format!("release-{version}"));
     fs::create_dir_all(stage.join(top)).expect("stage");
     for tool in ["etcd", "etcdctl", "etcdutl"] {
         fs::copy(etcd.tool(tool), stage.join(top).join(tool)).expect("copy");
@@ -197,7 +198,7 @@ fn installs_from_an_etcd_resource_tarball() {
     let etcd = Etcd::get(V35);
     let mut model = Model::new(t.path(), &etcd);
     let unit = model.prepare(0);
-    attach(&unit, "etcd", &release_tarball(&etcd, t.path()));
+    attach(&unit, "etcd", &release_tarball(&etcd, V35, t.path()));
     model.deploy(unit);
     let u = model.unit("etcd/0");
     assert!(u.calls_of("snap").is_empty(), "no snap with a resource");
@@ -220,6 +221,51 @@ fn installs_from_an_etcd_resource_tarball() {
         &[&format!("target={}", t.path().join("snaps").display())],
     )
     .assert_completed();
+
+    // A member nobody accounts for is reported, never removed by a hook.
+    let added = u.etcdctl(&[
+        "member",
+        "add",
+        "stray",
+        "--learner",
+        "--peer-urls=http://127.0.0.9:2380",
+    ]);
+    assert!(added.status.success(), "{added:?}");
+    model.run_all("update-status");
+    let (_, message) = u.status_line();
+    assert!(message.contains("members without a unit:"), "{message}");
+    assert!(message.contains("http://127.0.0.9:2380"), "{message}");
+    let listed = u.etcdctl(&["member", "list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.contains("http://127.0.0.9:2380"), "{listed}");
+    let id = listed
+        .lines()
+        .find(|l| l.contains("127.0.0.9"))
+        .and_then(|l| l.split(',').next())
+        .expect("stray id")
+        .to_string();
+    assert!(u.etcdctl(&["member", "remove", &id]).status.success());
+
+    // A new release attached as the resource: upgrade-charm installs it
+    // and restarts etcd on it, with the data.
+    let older = Etcd::get("3.5.1");
+    attach(u, "etcd", &release_tarball(&older, "3.5.1", t.path()));
+    u.put("/kept/over/upgrade", "still-here-after");
+    let starts = u.starts();
+    model.run_all("upgrade-charm");
+    assert_eq!(u.starts(), starts + 1);
+    let pid = u.etcd_pid().expect("etcd runs");
+    assert_eq!(
+        fs::canonicalize(format!("/proc/{pid}/exe")).expect("exe"),
+        fs::canonicalize(u.root.join("var/lib/etcd-charm/etcd/3.5.1/etcd")).expect("installed")
+    );
+    assert_eq!(
+        u.get("/kept/over/upgrade").as_deref(),
+        Some("still-here-after")
+    );
+    let (status, message) = u.status_line();
+    assert_eq!(status, "active");
+    assert!(message.contains("(etcd 3.5.1)"), "{message}");
 
     // Removal stops etcd and drops the charm's unit file, keeps the data.
     model.remove_unit("etcd/0");

@@ -20,6 +20,8 @@ pub const DEFAULT_TARGET: &str = "/home/ubuntu/etcd-credentials";
 pub enum CredentialsError {
     #[error("this unit's etcd serves clients without TLS, so there are no client credentials to package; set the tls_* charm options first")]
     NoTls,
+    #[error("there is no client certificate and key (client.crt, client.key) in {0}; set the tls_client_certificate and tls_client_key options")]
+    NoClientIdentity(PathBuf),
     #[error("cannot read the client credential {path}: {reason}")]
     Read { path: PathBuf, reason: String },
     #[error("the target {path} cannot be used: {reason}; choose another target")]
@@ -35,8 +37,11 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     let conf = EtcdConfig::load(conf_path)?;
     let endpoint = conf.client_endpoint(conf_path)?;
     let tls = endpoint.tls.clone().ok_or(CredentialsError::NoTls)?;
-    let (Some(ca), Some(cert), Some(key)) = (tls.ca_file, tls.cert_file, tls.key_file) else {
-        return Err(CredentialsError::NoTls.into());
+    // Only a client identity made for clients: never the server's own key.
+    let dir = conf_path.parent().unwrap_or(std::path::Path::new("/"));
+    let (cert, key) = (dir.join("client.crt"), dir.join("client.key"));
+    let (Some(ca), true, true) = (tls.ca_file, cert.is_file(), key.is_file()) else {
+        return Err(CredentialsError::NoClientIdentity(dir.to_path_buf()).into());
     };
     let read = |path: &PathBuf| {
         fs::read(path).map_err(|e| CredentialsError::Read {

@@ -75,6 +75,10 @@ pub struct Journal {
     /// The backup archive to make of the old data, unless skip-backup.
     pub backup: Option<PathBuf>,
     pub started_at: String,
+    /// The restore failed and is being undone: recovery goes on undoing,
+    /// whatever the step.
+    #[serde(default)]
+    pub rolling_back: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +126,22 @@ impl Journal {
     /// Records `step` durably; the test seam may stop the process here.
     pub fn record(&mut self, step: Step) -> Result<(), JournalError> {
         self.step = step;
+        self.save()?;
+        abort_point(step);
+        Ok(())
+    }
+
+    /// Records that the restore is being undone, before undoing starts.
+    pub fn record_rollback(&mut self) -> Result<(), JournalError> {
+        self.rolling_back = true;
+        self.save()?;
+        if std::env::var(ABORT_ENV).is_ok_and(|v| v == "rolling-back") {
+            kill_self();
+        }
+        Ok(())
+    }
+
+    fn save(&self) -> Result<(), JournalError> {
         let path = self.path();
         let text = serde_json::to_vec_pretty(self).map_err(|e| JournalError::Write {
             path: path.clone(),
@@ -130,9 +150,7 @@ impl Journal {
         fsutil::replace_file(&path, &text).map_err(|source| JournalError::Write {
             path: path.clone(),
             source,
-        })?;
-        abort_point(step);
-        Ok(())
+        })
     }
 
     /// Removes staging, any unfinished backup and then the journal: the
@@ -191,10 +209,14 @@ impl Journal {
 
 fn abort_point(step: Step) {
     if std::env::var(ABORT_ENV).is_ok_and(|v| v == step.name()) {
-        // SAFETY: kill(2) on our own pid; nothing is borrowed or freed.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+        kill_self();
+    }
+}
+
+fn kill_self() {
+    // SAFETY: kill(2) on our own pid; nothing is borrowed or freed.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
     }
 }
 
@@ -273,6 +295,16 @@ pub fn roll_back(
     Ok(done)
 }
 
+fn undo_config(j: &Journal) -> Result<(), String> {
+    if let Ok(saved) = fs::read(&j.saved_config) {
+        if fs::read(&j.conf).ok().as_deref() != Some(saved.as_slice()) {
+            fsutil::replace_file(&j.conf, &saved)
+                .map_err(|e| format!("cannot put the old etcd config back: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Finishes a restore whose data was already proven: etcd running on it,
 /// the old data backed up (unless skipped) and deleted.
 fn roll_forward(
@@ -280,6 +312,15 @@ fn roll_forward(
     j: &mut Journal,
     endpoint: &ClientEndpoint,
 ) -> Result<String, String> {
+    if !j.data_dir.join("member").is_dir() {
+        // Never start etcd on a missing data dir: it would make a new,
+        // empty cluster. A human must look.
+        return Err(format!(
+            "the restored data is missing from {}; the old data is at {}",
+            j.data_dir.display(),
+            j.aside.display()
+        ));
+    }
     if !service::is_active() {
         service::start().map_err(|e| format!("etcd did not start on the restored data: {e}"))?;
     }
@@ -343,6 +384,7 @@ pub fn recover(paths: &Paths) -> Result<Option<String>, JournalError> {
         return Ok(None);
     };
     let Some(mut j) = Journal::load(&data_dir)? else {
+        remove_stale_staging(&data_dir);
         return Ok(None);
     };
     let endpoint = conf
@@ -350,22 +392,23 @@ pub fn recover(paths: &Paths) -> Result<Option<String>, JournalError> {
         .map_err(|e| JournalError::Recover(e.to_string()))?;
     let rt = crate::actions::runtime().map_err(|e| JournalError::Recover(e.to_string()))?;
     let at = j.step.name();
-    let outcome = if j.step >= Step::Checked || !j.had_old_data {
-        roll_forward(&rt, &mut j, &endpoint).or_else(|forward| {
-            if j.had_old_data && j.aside.exists() {
-                roll_back(&rt, &j, &endpoint, RECOVERY_START_LIMIT)
-                    .map(|back| format!("finishing it failed ({forward}), so {back}"))
-            } else {
-                Err(forward)
-            }
-        })
+    // The config the journal saved names the endpoint of the old data.
+    let saved_endpoint = EtcdConfig::load(&j.saved_config)
+        .ok()
+        .and_then(|c| c.client_endpoint(paths.conf()).ok())
+        .unwrap_or_else(|| endpoint.clone());
+    let outcome = if j.rolling_back || (j.step < Step::Checked && j.had_old_data) {
+        roll_back(&rt, &j, &saved_endpoint, RECOVERY_START_LIMIT)
+    } else if j.step >= Step::Checked
+        || (j.step >= Step::Swapped && j.data_dir.join("member").is_dir())
+    {
+        // Proven (or the only data there is): finish it, never undo it;
+        // if etcd will not serve it now, the next hook tries again.
+        roll_forward(&rt, &mut j, &endpoint)
     } else {
-        // Re-read the config the journal saved: the endpoint may differ.
-        let saved = EtcdConfig::load(&j.saved_config).ok();
-        let endpoint = saved
-            .and_then(|c| c.client_endpoint(paths.conf()).ok())
-            .unwrap_or(endpoint);
-        roll_back(&rt, &j, &endpoint, RECOVERY_START_LIMIT)
+        // There was no old data and the restored data never moved in:
+        // only the config may need to go back.
+        undo_config(&j).map(|()| "nothing had changed yet; the unit is as it was".to_string())
     };
     match outcome {
         Ok(done) => {
@@ -378,6 +421,25 @@ pub fn recover(paths: &Paths) -> Result<Option<String>, JournalError> {
             Ok(Some(note))
         }
         Err(e) => Err(JournalError::Recover(e)),
+    }
+}
+
+/// A restore killed before it began its journal (while verifying, or in
+/// etcd's restore tool) leaves `<data-dir>.restore-<stamp>`: a copy of the
+/// db nobody needs. With no journal and the lock held, none is in use.
+fn remove_stale_staging(data_dir: &Path) {
+    let (Some(parent), Some(base)) = (data_dir.parent(), data_dir.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.restore-", base.to_string_lossy());
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = fs::remove_dir_all(e.path());
+        }
     }
 }
 
@@ -443,6 +505,7 @@ mod tests {
             saved_config: dir.join("m.etcd.restore-x/old-config.yml"),
             backup: None,
             started_at: "now".into(),
+            rolling_back: false,
         };
         fs::write(path_for(&data), serde_json::to_vec(&j).expect("json")).expect("write");
         assert!(matches!(

@@ -447,8 +447,11 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
         saved_config: staging.path().join("old-config.yml"),
         backup: backup.as_ref().map(|b| b.final_path().to_path_buf()),
         started_at: stamp.rfc3339(),
+        rolling_back: false,
     };
-    let undo = |journal: Journal, step: &'static str, reason: String| -> Error {
+    let undo = |mut journal: Journal, step: &'static str, reason: String| -> Error {
+        // If this process dies while undoing, recovery goes on undoing.
+        let _ = journal.record_rollback();
         let outcome = match roll_back(&rt, &journal, &endpoint, p.start_timeout) {
             Ok(done) => match journal.close() {
                 Ok(()) => done,
@@ -456,7 +459,7 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
             },
             Err(e) => format!(
                 "putting the old data back failed too ({e}); the unit retries on its next hook, and the old data is at {} until then",
-                journal.aside.display()
+                if journal.aside.exists() { &journal.aside } else { &journal.data_dir }.display()
             ),
         };
         Error::from(RestoreError::Failed {

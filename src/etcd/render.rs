@@ -320,19 +320,11 @@ fn host(address: &str) -> String {
     }
 }
 
-/// A YAML scalar that stays a string whatever it holds.
+/// A YAML scalar that stays a string whatever it holds: always
+/// double-quoted (a JSON string is a valid YAML double-quoted scalar), so
+/// `true`, `0x10`, `12:30` or a trailing `:` never change meaning.
 fn quote(v: &str) -> String {
-    let plain = !v.is_empty()
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-:,=[]".contains(c))
-        && !v.starts_with(['[', '-'])
-        && v.parse::<f64>().is_err()
-        && !matches!(v, "true" | "false" | "yes" | "no" | "null" | "on" | "off");
-    if plain {
-        v.to_string()
-    } else {
-        serde_json::Value::String(v.to_string()).to_string()
-    }
+    serde_json::Value::String(v.to_string()).to_string()
 }
 
 /// Writes `text` to `path` atomically if it differs; true when it changed.
@@ -422,6 +414,14 @@ mod tests {
             Some("http://10.0.0.5:2379")
         );
         assert_eq!(v["initial-cluster-token"].as_str(), Some("true"));
+        for odd in ["0x10", "12:30", "ON", "NULL", "a:", "]x", ",y"] {
+            let m = Member {
+                name: odd.into(),
+                ..m.clone()
+            };
+            let v: serde_yaml::Value = serde_yaml::from_str(&m.render()).expect("yaml");
+            assert_eq!(v["name"].as_str(), Some(odd));
+        }
         assert_eq!(v["heartbeat-interval"].as_u64(), Some(100));
         assert_eq!(text, m.render());
     }

@@ -82,24 +82,50 @@ fn wait_serving(
     ))
 }
 
-/// What the peers published: unit → settings.
-fn peers(ctx: &HookContext, rid: &str) -> BTreeMap<String, Settings> {
+/// What the peers published: unit → settings. Any read failing fails it
+/// all: the leader never acts on a partial view.
+fn peers(ctx: &HookContext, rid: &str) -> Result<BTreeMap<String, Settings>, String> {
     let mut out = BTreeMap::new();
-    for unit in ctx.tools.relation_list(rid).unwrap_or_default() {
-        let data = ctx.tools.relation_get(rid, &unit).unwrap_or_default();
+    for unit in ctx.tools.relation_list(rid).map_err(|e| e.to_string())? {
+        let data = ctx
+            .tools
+            .relation_get(rid, &unit)
+            .map_err(|e| e.to_string())?;
         out.insert(unit, data);
     }
-    out
+    Ok(out)
+}
+
+/// A member's client endpoint, reached with this unit's client identity.
+fn peer_endpoint(url: &str, tls: Option<&TlsFiles>, conf: &std::path::Path) -> ClientEndpoint {
+    let dir = conf.parent().unwrap_or(std::path::Path::new("/"));
+    ClientEndpoint {
+        url: url.to_string(),
+        tls: tls.map(|t| crate::etcd::config::ClientTls {
+            ca_file: Some(t.ca.clone()),
+            cert_file: Some(dir.join("client.crt")),
+            key_file: Some(dir.join("client.key")),
+        }),
+    }
 }
 
 fn left_marker(ctx: &HookContext) -> std::path::PathBuf {
     ctx.paths.state_dir().join("left-cluster")
 }
 
-pub fn converge(ctx: &HookContext) -> Result<(), Error> {
+/// `departed`: in `cluster-relation-departed` on a staying unit, the unit
+/// that left (the leader removes its member).
+pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> {
     let tools = ctx.tools;
-    let Some(mut inst) = installed(ctx.paths) else {
-        // etcd laid out by hand (or not yet installed): report only.
+    let inst = match installed(ctx.paths) {
+        Some(i) => Some(i),
+        // Not installed and no config: the install hook could not finish
+        // (bad options, snap store away); try again now.
+        None if !ctx.paths.conf().exists() => super::install_etcd(ctx)?,
+        None => None,
+    };
+    let Some(mut inst) = inst else {
+        // etcd laid out by hand (or by an older charm): report only.
         return report_status(tools, ctx.paths);
     };
     if left_marker(ctx).exists() {
@@ -115,6 +141,14 @@ pub fn converge(ctx: &HookContext) -> Result<(), Error> {
     };
     if let Err(e) = install::follow_channel(ctx.paths, &mut inst, &options.channel) {
         return Ok(tools.status_set(Status::Blocked, &e.to_string())?);
+    }
+    let mut new_binary = false;
+    if ctx.env.hook_name.as_deref() == Some("upgrade-charm") {
+        let resource = tools.resource_get(install::RESOURCE)?;
+        match install::follow_resource(ctx.paths, &mut inst, resource.as_deref()) {
+            Ok(changed) => new_binary = changed,
+            Err(e) => return Ok(tools.status_set(Status::Blocked, &e.to_string())?),
+        }
     }
     let address = tools.ingress_address(PEER)?;
     let conf_path = ctx.paths.conf();
@@ -171,7 +205,43 @@ pub fn converge(ctx: &HookContext) -> Result<(), Error> {
         )?;
     }
 
+    if leader && initialized && !settings.contains_key(BOOTSTRAPPED) {
+        // A cluster exists (this member's); make sure no leader ever
+        // bootstraps another.
+        tools.leader_set(&[(BOOTSTRAPPED, name.clone())])?;
+        settings.insert(BOOTSTRAPPED.into(), name.clone());
+    }
+    // A leader that has not joined the cluster yet adds itself through a
+    // member that has.
+    if leader
+        && !initialized
+        && settings.contains_key(BOOTSTRAPPED)
+        && !settings.contains_key(&join_key(&name))
+    {
+        if let Some(rid) = &rid {
+            let rt = crate::actions::runtime()?;
+            let via = peers(ctx, rid)
+                .ok()
+                .into_iter()
+                .flatten()
+                .filter(|(_, d)| d.get("started").is_some())
+                .find_map(|(_, d)| d.get("client-url").cloned());
+            if let Some(url) = via {
+                let endpoint = peer_endpoint(&url, member.tls.as_ref(), conf_path);
+                let note = manage_members(ctx, &rt, &endpoint, rid, &member, None, departed);
+                if let Some(n) = note {
+                    ctx.log(&n);
+                }
+                settings = tools.leader_get()?;
+            }
+        }
+    }
     let bootstrapping = !initialized && leader && !settings.contains_key(BOOTSTRAPPED);
+    if bootstrapping {
+        // Recorded before etcd starts: whatever happens next, no other
+        // leader bootstraps a second cluster.
+        tools.leader_set(&[(BOOTSTRAPPED, name.clone())])?;
+    }
     let bootstrap = if initialized {
         // etcd ignores these once it has data; keep them as they are so a
         // config change never looks like a new cluster.
@@ -213,8 +283,8 @@ pub fn converge(ctx: &HookContext) -> Result<(), Error> {
         let _ = fsutil::create_private_dir(parent);
     }
     let active = service::is_active();
-    if (changed || tls_changed) && active {
-        ctx.log("the etcd config changed; restarting etcd");
+    if (changed || tls_changed || new_binary) && active {
+        ctx.log("the etcd config or binary changed; restarting etcd");
         service::restart().map_err(|e| Error::Hook(e.to_string()))?;
     } else if !active {
         let _ = service::enable();
@@ -232,9 +302,6 @@ pub fn converge(ctx: &HookContext) -> Result<(), Error> {
         }
     };
     let _ = tools.application_version_set(&version);
-    if bootstrapping {
-        tools.leader_set(&[(BOOTSTRAPPED, name.clone())])?;
-    }
     if let Some(rid) = &rid {
         tools.relation_set(rid, &[("started", "true".to_string())])?;
     }
@@ -242,7 +309,11 @@ pub fn converge(ctx: &HookContext) -> Result<(), Error> {
     let mut waiting = None;
     if leader {
         if let Some(rid) = &rid {
-            waiting = manage_members(ctx, &rt, &endpoint, rid, &member);
+            let my_id = rt
+                .block_on(async { LocalMember::connect(&endpoint).await?.status().await })
+                .ok()
+                .map(|s| s.member_id);
+            waiting = manage_members(ctx, &rt, &endpoint, rid, &member, my_id, departed);
         }
     }
     match rt.block_on(LocalMember::probe(&endpoint)) {
@@ -280,8 +351,11 @@ fn write_tls(conf: &std::path::Path, pems: &TlsPems) -> Result<(TlsFiles, bool),
         ("client.key", &pems.client_key),
     ] {
         let path = dir.join(name);
-        changed |= write_if_changed(&path, text)
-            .map_err(|e| Error::Hook(format!("cannot write {}: {e}", path.display())))?;
+        let fail = |e: std::io::Error| Error::Hook(format!("cannot write {}: {e}", path.display()));
+        changed |= write_if_changed(&path, text).map_err(fail)?;
+        // Private whatever mode an earlier file had.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(fail)?;
     }
     Ok((
         TlsFiles {
@@ -329,18 +403,28 @@ fn publish_clients(
     }
 }
 
-/// The leader's part: remove members whose unit is gone, promote learners
-/// that caught up, add the next waiting unit. Returns what is still
-/// pending, for the status.
+/// The leader's part: remove the member of a unit that just departed,
+/// promote learners that caught up, add the next waiting unit (this one
+/// too, when the leader itself has not joined). Never removes a member
+/// for any other reason. Returns what is still pending, for the status.
 fn manage_members(
     ctx: &HookContext,
     rt: &tokio::runtime::Runtime,
     endpoint: &ClientEndpoint,
     rid: &str,
     me: &Member,
+    my_id: Option<u64>,
+    departed: Option<&str>,
 ) -> Option<String> {
     let tools = ctx.tools;
-    let peers = peers(ctx, rid);
+    let mut peers = match peers(ctx, rid) {
+        Ok(p) => p,
+        Err(e) => {
+            return Some(format!(
+                "cannot read the peer relation ({e}); members are managed on the next hook"
+            ))
+        }
+    };
     let client = match rt.block_on(LocalMember::connect(endpoint)) {
         Ok(c) => c,
         Err(e) => return Some(format!("cannot manage members yet: {e}")),
@@ -349,36 +433,59 @@ fn manage_members(
         Ok(m) => m,
         Err(e) => return Some(format!("cannot list members yet: {e}")),
     };
-    let my_peer = me.peer_url();
-    let unit_of = |m: &MemberInfo| -> Option<(String, String)> {
-        peers.iter().find_map(|(u, d)| {
-            let name = d.get("name")?;
-            let url = d.get("peer-url")?;
-            (m.peer_urls.contains(url) || (!m.name.is_empty() && m.name == *name))
-                .then(|| (u.clone(), name.clone()))
-        })
+    let is_me = |m: &MemberInfo| Some(m.id) == my_id;
+    let matches = |m: &MemberInfo, d: &Settings| {
+        d.get("peer-url").is_some_and(|u| m.peer_urls.contains(u))
+            || d.get("name")
+                .is_some_and(|n| !m.name.is_empty() && m.name == *n)
     };
 
-    // Members whose unit left the relation.
-    for m in members.clone() {
-        if m.peer_urls.contains(&my_peer) || unit_of(&m).is_some() {
-            continue;
-        }
-        match rt.block_on(client.remove(m.id)) {
-            Ok(()) => {
-                ctx.log(&format!(
-                    "removed member {} ({}) whose unit is gone",
-                    m.name,
-                    m.peer_urls.join(" ")
-                ));
-                members.retain(|x| x.id != m.id);
-                if !m.name.is_empty() {
-                    let _ = tools.leader_set(&[(join_key(&m.name).as_str(), String::new())]);
+    // The member of the unit that just left, found by what it published
+    // (still readable in its departed hook) or by its derived name.
+    if let Some(gone) = departed {
+        let mut data = tools.relation_get(rid, gone).unwrap_or_default();
+        data.entry("name".into())
+            .or_insert_with(|| member_name(gone));
+        for m in members
+            .clone()
+            .iter()
+            .filter(|m| !is_me(m) && matches(m, &data))
+        {
+            match rt.block_on(client.remove(m.id)) {
+                Ok(()) => {
+                    ctx.log(&format!(
+                        "removed member {} of departed unit {gone}",
+                        m.name
+                    ));
+                    members.retain(|x| x.id != m.id);
                 }
+                // It may have removed itself already.
+                Err(e) => ctx.log(&format!("member {} of {gone} not removed: {e}", m.name)),
             }
-            Err(e) => return Some(format!("cannot remove the departed member {}: {e}", m.name)),
+        }
+        if let Some(name) = data.get("name") {
+            let _ = tools.leader_set(&[(join_key(name).as_str(), String::new())]);
         }
     }
+
+    // The leader counts as a candidate while it has not joined.
+    if my_id.is_none() {
+        let mut mine = Settings::new();
+        mine.insert("name".into(), me.name.clone());
+        mine.insert("peer-url".into(), me.peer_url());
+        peers.insert(ctx.env.unit_name.clone(), mine);
+    }
+    let unit_of = |m: &MemberInfo| -> Option<(String, String)> {
+        peers
+            .iter()
+            .find(|(_, d)| matches(m, d))
+            .and_then(|(u, d)| Some((u.clone(), d.get("name")?.clone())))
+    };
+    let orphans: Vec<String> = members
+        .iter()
+        .filter(|m| !is_me(m) && unit_of(m).is_none())
+        .map(|m| format!("{} {}", m.name, m.peer_urls.join(" ")))
+        .collect();
 
     let settings = tools.leader_get().unwrap_or_default();
     let initial_cluster = |members: &[MemberInfo], extra: Option<(&str, &str)>| -> String {
@@ -445,21 +552,16 @@ fn manage_members(
         let (Some(name), Some(url)) = (data.get("name"), data.get("peer-url")) else {
             continue;
         };
-        if members
-            .iter()
-            .any(|m| m.peer_urls.contains(url) || m.name == *name)
-        {
+        if Some(unit.as_str()) == departed || members.iter().any(|m| matches(m, data)) {
             continue;
         }
         match rt.block_on(client.add_learner(std::slice::from_ref(url))) {
             Ok((_, after)) => {
-                let ic = initial_cluster(
-                    &after
-                        .into_iter()
-                        .filter(|m| !m.peer_urls.contains(url))
-                        .collect::<Vec<_>>(),
-                    Some((name, url)),
-                );
+                let others: Vec<MemberInfo> = after
+                    .into_iter()
+                    .filter(|m| !m.peer_urls.contains(url))
+                    .collect();
+                let ic = initial_cluster(&others, Some((name, url)));
                 ctx.log(&format!("added {name} ({unit}) as a learner"));
                 if let Err(e) = tools.leader_set(&[(join_key(name).as_str(), ic)]) {
                     return Some(format!("added {unit} but could not tell it so: {e}"));
@@ -472,6 +574,12 @@ fn manage_members(
                 ))
             }
         }
+    }
+    if !orphans.is_empty() {
+        return Some(format!(
+            "members without a unit: {} (remove them with etcdctl member remove if those machines are gone)",
+            orphans.join(", ")
+        ));
     }
     None
 }

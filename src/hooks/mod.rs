@@ -37,29 +37,10 @@ pub fn run(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> R
         && env.departing_unit.as_deref() == Some(env.unit_name.as_str());
     match name {
         "install" => {
-            tools.status_set(Status::Maintenance, "Installing etcd")?;
-            let options = match cluster::options(&ctx) {
-                Ok(o) => o,
-                Err(msg) => return Ok(tools.status_set(Status::Blocked, &msg)?),
-            };
-            let resource = tools
-                .resource_get(install::RESOURCE)?
-                .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));
-            match install::install(paths, resource.as_deref(), &options.channel) {
-                Ok(i) => ctx.log(&format!(
-                    "installed etcd from the {}{}",
-                    i.source,
-                    i.version
-                        .map(|v| format!(" (etcd {v})"))
-                        .unwrap_or_default()
-                )),
-                Err(e) => {
-                    let msg = e.to_string();
-                    tools.status_set(Status::Blocked, &msg)?;
-                    return Err(Error::Hook(msg));
-                }
+            if install_etcd(&ctx)?.is_some() {
+                cluster::converge(&ctx, None)?;
             }
-            cluster::converge(&ctx)
+            Ok(())
         }
         "stop" => {
             let _ = service::stop();
@@ -73,15 +54,54 @@ pub fn run(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> R
         | "leader-elected"
         | "leader-settings-changed"
         | "upgrade-charm"
-        | "update-status" => cluster::converge(&ctx),
+        | "update-status" => cluster::converge(&ctx, None),
+        n if n == format!("{PEER}-relation-departed") => {
+            cluster::converge(&ctx, env.remote_unit.as_deref())
+        }
         n if n.starts_with(&format!("{PEER}-relation-"))
             || n.starts_with(&format!("{DB}-relation-")) =>
         {
-            cluster::converge(&ctx)
+            cluster::converge(&ctx, None)
         }
         _ => {
             tools.log(LogLevel::Debug, &format!("nothing to do in {name}"))?;
             Ok(())
+        }
+    }
+}
+
+/// Installs etcd (the `etcd` resource if attached, else the snap). None
+/// when the options keep it from installing (the status says why); a
+/// failed install fails the hook, so Juju retries it.
+pub(crate) fn install_etcd(ctx: &HookContext) -> Result<Option<Installed>, Error> {
+    let tools = ctx.tools;
+    tools.status_set(Status::Maintenance, "Installing etcd")?;
+    let options = match cluster::options(ctx) {
+        Ok(o) => o,
+        Err(msg) => {
+            tools.status_set(Status::Blocked, &msg)?;
+            return Ok(None);
+        }
+    };
+    let resource = tools
+        .resource_get(install::RESOURCE)?
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));
+    match install::install(ctx.paths, resource.as_deref(), &options.channel) {
+        Ok(i) => {
+            ctx.log(&format!(
+                "installed etcd from the {}{}",
+                i.source,
+                i.version
+                    .as_ref()
+                    .map(|v| format!(" (etcd {v})"))
+                    .unwrap_or_default()
+            ));
+            Ok(Some(i))
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            tools.status_set(Status::Blocked, &msg)?;
+            Err(Error::Hook(msg))
         }
     }
 }

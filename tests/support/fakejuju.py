@@ -332,7 +332,23 @@ def tool_relation_set(unit, args):
     app = "--app" in args
     args = [a for a in args if a != "--app"]
     rid, rest = current_relation(unit, args)
-    pairs = settings_pairs(rest, "settings")
+    from_file = {}
+    if "--file" in rest:
+        i = rest.index("--file")
+        if i + 1 >= len(rest):
+            raise ToolError("ERROR flag needs an argument: --file", 2)
+        src = rest[i + 1]
+        rest = rest[:i] + rest[i + 2:]
+        import yaml
+
+        text = sys.stdin.read() if src == "-" else open(src).read()
+        loaded = yaml.safe_load(text) or {}
+        if not isinstance(loaded, dict):
+            raise ToolError("ERROR expected YAML map of settings", 1)
+        from_file = {str(k): "" if v is None else str(v) for k, v in loaded.items()}
+    pairs = dict(from_file)
+    if rest or not pairs:
+        pairs.update(settings_pairs(rest, "settings"))
     info = unit_info(unit)
     model = model_dir(unit)
     who = info["unit"]
