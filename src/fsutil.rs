@@ -21,20 +21,45 @@ pub enum DirError {
     Io(io::Error),
 }
 
-/// Uses `dir` when it is a directory, else creates it (0700, with parents).
+/// Uses `dir` when it is a directory, else creates it (0700, with parents,
+/// owned like the directory it is made in: see `operator_owner`).
 pub fn ensure_private_dir(dir: &Path) -> Result<(), DirError> {
     match fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(DirError::NotDir),
-        Err(_) => create_private_dir(dir).map_err(|e| {
-            // A path through a file reads as "not a directory" too.
-            if e.raw_os_error() == Some(20) {
-                DirError::NotDir
-            } else {
-                DirError::Io(e)
+        Err(_) => {
+            let owner = operator_owner(dir);
+            let missing: Vec<PathBuf> = dir
+                .ancestors()
+                .take_while(|a| fs::symlink_metadata(a).is_err())
+                .map(Path::to_path_buf)
+                .collect();
+            create_private_dir(dir).map_err(|e| {
+                // A path through a file reads as "not a directory" too.
+                if e.raw_os_error() == Some(20) {
+                    DirError::NotDir
+                } else {
+                    DirError::Io(e)
+                }
+            })?;
+            if let Some((uid, gid)) = owner {
+                for d in missing {
+                    std::os::unix::fs::chown(&d, Some(uid), Some(gid)).map_err(DirError::Io)?;
+                }
             }
-        }),
+            Ok(())
+        }
     }
+}
+
+/// Who should own what the charm writes in `dir`: the owner of the nearest
+/// existing directory at or above it, when that is not root. An archive
+/// in `/home/ubuntu/...` then belongs to `ubuntu` (still 0600), so the
+/// `juju scp` the action prints, which logs in as that user, can read it.
+pub fn operator_owner(dir: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = dir.ancestors().find_map(|a| fs::metadata(a).ok())?;
+    (m.uid() != 0).then_some((m.uid(), m.gid()))
 }
 
 /// Creates a new file with mode 0600; fails if it exists.

@@ -622,3 +622,38 @@ fn bad_params_are_refused_like_juju() {
     assert_eq!(o.status, "error", "{o:?}");
     assert!(unit.calls().is_empty(), "the charm never ran");
 }
+
+/// `copy.cmd` is a `juju scp`, which logs in as the operator's user: an
+/// archive written under that user's home (here uid 1000) belongs to that
+/// user, still 0600 in a 0700 dir; one under a root-owned dir stays root's.
+#[test]
+fn archives_in_an_operator_home_belong_to_that_user() {
+    use std::os::unix::fs::MetadataExt;
+    let t = TestDir::new("snapshot-owner");
+    let unit = Unit::new(t.path(), &Etcd::get("3.5.16"), Spec::single(0, false));
+    unit.start();
+    unit.put("/k", "value-for-owner-test");
+    let home = t.path().join("home-ubuntu");
+    std::fs::create_dir(&home).expect("home");
+    std::os::unix::fs::chown(&home, Some(1000), Some(1000)).expect("chown home (root)");
+    let target = home.join("etcd-snapshots/nested");
+    let o = unit.run_action("snapshot", &[&format!("target={}", target.display())]);
+    o.assert_completed();
+    let archive = Path::new(o.result("snapshot.path"));
+    for p in [archive, &target, target.parent().expect("parent")] {
+        let m = std::fs::metadata(p).expect("meta");
+        assert_eq!((m.uid(), m.gid()), (1000, 1000), "{}", p.display());
+    }
+    assert_eq!(mode(archive), 0o600);
+    assert_eq!(mode(&target), 0o700);
+    assert_eq!(
+        o.result("copy.cmd"),
+        format!("juju scp etcd/0:{} .", archive.display())
+    );
+
+    let rooted = t.path().join("root-owned");
+    let o = unit.run_action("snapshot", &[&format!("target={}", rooted.display())]);
+    o.assert_completed();
+    let m = std::fs::metadata(o.result("snapshot.path")).expect("meta");
+    assert_eq!(m.uid(), 0);
+}

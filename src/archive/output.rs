@@ -56,6 +56,16 @@ impl ArchiveFile {
                 }
             }
         })?;
+        // Handed to the operator before a byte is written (still 0600).
+        if let Some((uid, gid)) = fsutil::operator_owner(dir) {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(|source| {
+                let _ = std::fs::remove_file(&part_path);
+                OutputError::Create {
+                    dir: dir.to_path_buf(),
+                    source,
+                }
+            })?;
+        }
         let out = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file));
         Ok(ArchiveFile {
             part: PartFile::new(part_path),
