@@ -157,6 +157,39 @@ fn three_units_form_shrink_restore_and_grow() {
     assert_healthy(model.unit("etcd/0"), 2);
 }
 
+/// Leadership moves to a unit that has no member yet: it must neither
+/// bootstrap a second cluster nor wait for itself; it adds itself through
+/// a started member, and is promoted through one.
+#[test]
+fn a_new_unit_that_becomes_leader_joins_the_existing_cluster() {
+    let t = TestDir::new("deploy-new-leader");
+    let mut model = Model::new(t.path(), &Etcd::get(V35));
+    model.add_unit(0);
+    model.add_unit(1);
+    model.run_all("update-status");
+    model
+        .unit("etcd/0")
+        .put("/before/leader/change", "from-the-first-cluster");
+    let id = cluster_id(model.unit("etcd/0"));
+    model.add_leading_unit(2);
+    assert_eq!(model.leader(), "etcd/2");
+    model.run_all("update-status");
+    for name in ["etcd/0", "etcd/1", "etcd/2"] {
+        let u = model.unit(name);
+        assert_eq!(cluster_id(u), id, "{name}: one cluster");
+        assert_eq!(
+            members(u),
+            (vec!["etcd-0".into(), "etcd-1".into(), "etcd-2".into()], 0),
+            "{name}"
+        );
+        assert_healthy(u, 3);
+    }
+    assert_eq!(
+        model.unit("etcd/2").get("/before/leader/change").as_deref(),
+        Some("from-the-first-cluster")
+    );
+}
+
 /// An upstream release tarball, as etcd publishes them.
 fn release_tarball(etcd: &Etcd, version: &str, dir: &Path) -> std::path::PathBuf {
     let top = format!("etcd-v{version}-linux-amd64");

@@ -96,6 +96,15 @@ fn peers(ctx: &HookContext, rid: &str) -> Result<BTreeMap<String, Settings>, Str
     Ok(out)
 }
 
+/// The client URL of a peer whose etcd has started.
+fn started_peer(ctx: &HookContext, rid: &str) -> Option<String> {
+    peers(ctx, rid)
+        .ok()?
+        .into_values()
+        .filter(|d| d.get("started").is_some())
+        .find_map(|d| d.get("client-url").cloned())
+}
+
 /// A member's client endpoint, reached with this unit's client identity.
 fn peer_endpoint(url: &str, tls: Option<&TlsFiles>, conf: &std::path::Path) -> ClientEndpoint {
     let dir = conf.parent().unwrap_or(std::path::Path::new("/"));
@@ -220,13 +229,7 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     {
         if let Some(rid) = &rid {
             let rt = crate::actions::runtime()?;
-            let via = peers(ctx, rid)
-                .ok()
-                .into_iter()
-                .flatten()
-                .filter(|(_, d)| d.get("started").is_some())
-                .find_map(|(_, d)| d.get("client-url").cloned());
-            if let Some(url) = via {
+            if let Some(url) = started_peer(ctx, rid) {
                 let endpoint = peer_endpoint(&url, member.tls.as_ref(), conf_path);
                 let note = manage_members(ctx, &rt, &endpoint, rid, &member, None, departed);
                 if let Some(n) = note {
@@ -313,7 +316,18 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
                 .block_on(async { LocalMember::connect(&endpoint).await?.status().await })
                 .ok()
                 .map(|s| s.member_id);
-            waiting = manage_members(ctx, &rt, &endpoint, rid, &member, my_id, departed);
+            // A leader whose own member is still a learner cannot list or
+            // change members through it: it goes through a started peer.
+            let via = if rt.block_on(LocalMember::probe(&endpoint)).is_ok() {
+                Some(endpoint.clone())
+            } else {
+                started_peer(ctx, rid)
+                    .map(|url| peer_endpoint(&url, member.tls.as_ref(), conf_path))
+            };
+            waiting = match via {
+                Some(via) => manage_members(ctx, &rt, &via, rid, &member, my_id, departed),
+                None => Some("no member answers to manage the cluster through".into()),
+            };
         }
     }
     match rt.block_on(LocalMember::probe(&endpoint)) {
@@ -468,13 +482,12 @@ fn manage_members(
         }
     }
 
-    // The leader counts as a candidate while it has not joined.
-    if my_id.is_none() {
-        let mut mine = Settings::new();
-        mine.insert("name".into(), me.name.clone());
-        mine.insert("peer-url".into(), me.peer_url());
-        peers.insert(ctx.env.unit_name.clone(), mine);
-    }
+    // The leader's own unit counts too: to be added while it has not
+    // joined, and promoted while it is a learner.
+    let mut mine = Settings::new();
+    mine.insert("name".into(), me.name.clone());
+    mine.insert("peer-url".into(), me.peer_url());
+    peers.insert(ctx.env.unit_name.clone(), mine);
     let unit_of = |m: &MemberInfo| -> Option<(String, String)> {
         peers
             .iter()

@@ -22,7 +22,7 @@ Commands (for the test harness and ./charm demo):
   run-action UNIT_DIR ACTION [key=value ...] [--json] [--timeout SECS]
   run-hook UNIT_DIR HOOK [--json]
   resource UNIT_DIR NAME [FILE]   attach a resource (no FILE: detach)
-  add-unit MODEL UNIT_DIR         install, leader-elected or leader-settings-changed,
+  add-unit MODEL UNIT_DIR [--lead] install, leader-elected (first unit, or --lead) or leader-settings-changed,
                                   config-changed, start, join the peer relation; settle
   remove-unit MODEL UNIT          departed on both sides, broken, stop, remove; settle
   config MODEL key=value ...      juju config: validate, config-changed everywhere; settle
@@ -1141,6 +1141,10 @@ def cmd_add_unit(argv):
     see(udir, rid, me, False)
     ran = []
     first = ["install"]
+    if "--lead" in argv:
+        # Leadership moves to the new unit as it arrives (the old leader's
+        # machine went away, say): it starts as leader without a member.
+        state["leader"] = None
     if not state.get("leader"):
         state["leader"] = me
         save_model(model, state)

@@ -1059,6 +1059,16 @@ impl Model {
         self.deploy(unit)
     }
 
+    /// A new unit that becomes the leader as it arrives, before it has a
+    /// member of its own.
+    pub fn add_leading_unit(&mut self, n: usize) -> Vec<Value> {
+        let unit = self.prepare(n);
+        let dir = self.dir.display().to_string();
+        let udir = unit.dir.display().to_string();
+        self.units.push(unit);
+        self.fake(&["add-unit", &dir, &udir, "--lead"])
+    }
+
     /// `juju remove-unit`: departed on both sides, broken, stop, remove.
     pub fn remove_unit(&mut self, name: &str) -> Vec<Value> {
         let dir = self.dir.display().to_string();
