@@ -79,7 +79,7 @@ EOF
     done
 }
 
-client_of() { sed -n 's/^advertise-client-urls: //p' "$1/root/var/snap/etcd/common/etcd.conf.yml"; }
+client_of() { sed -n 's/^advertise-client-urls: "*\([^"]*\)"*$/\1/p' "$1/root/var/snap/etcd/common/etcd.conf.yml"; }
 
 step "juju deploy ./target/etcd.charm etcd -n 3   (etcd from the snap, 3.5/stable)"
 new_app etcd
