@@ -197,21 +197,6 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
-/// Total bytes of the regular files under `dir` (not following links).
-pub fn tree_bytes(dir: &Path) -> io::Result<u64> {
-    let mut total = 0u64;
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        let t = e.file_type()?;
-        if t.is_dir() {
-            total = total.saturating_add(tree_bytes(&e.path())?);
-        } else if t.is_file() {
-            total = total.saturating_add(e.metadata()?.len());
-        }
-    }
-    Ok(total)
-}
-
 /// This process's peak resident memory (VmHWM), in bytes, if known.
 pub fn peak_rss() -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Map;
 
-use super::{healthy, installed, report_status, HookContext};
+use super::{healthy, report_status, HookContext};
 use crate::error::Error;
 use crate::etcd::config::ClientEndpoint;
 use crate::etcd::render::{write_if_changed, Bootstrap, Member, Options, TlsFiles, TlsPems};
 use crate::etcd::{EtcdConfig, LocalMember, MemberInfo};
 use crate::fsutil;
-use crate::install;
+use crate::install::{self, Installed};
 use crate::juju::{LogLevel, Settings, Status};
 use crate::service;
 
@@ -126,7 +126,7 @@ fn left_marker(ctx: &HookContext) -> std::path::PathBuf {
 /// that left (the leader removes its member).
 pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> {
     let tools = ctx.tools;
-    let inst = match installed(ctx.paths) {
+    let inst = match Installed::load(ctx.paths) {
         Some(i) => Some(i),
         // Not installed and no config: the install hook could not finish
         // (bad options, snap store away); try again now.

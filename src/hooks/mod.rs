@@ -159,7 +159,3 @@ fn healthy(n: usize, version: &str, paths: &Paths) -> String {
     }
     msg
 }
-
-fn installed(paths: &Paths) -> Option<Installed> {
-    Installed::load(paths)
-}
