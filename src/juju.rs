@@ -149,8 +149,8 @@ pub trait HookTools {
 pub type Settings = BTreeMap<String, String>;
 
 fn json_settings(tool: &str, out: &Output) -> Result<Settings, JujuError> {
-    match serde_json::from_slice::<Value>(&out.stdout) {
-        Ok(Value::Object(map)) => Ok(map
+    match tool_json(tool, out)? {
+        Value::Object(map) => Ok(map
             .into_iter()
             .filter_map(|(k, v)| match v {
                 Value::String(s) => Some((k, s)),
@@ -158,15 +158,23 @@ fn json_settings(tool: &str, out: &Output) -> Result<Settings, JujuError> {
                 other => Some((k, other.to_string())),
             })
             .collect()),
-        Ok(Value::Null) => Ok(Settings::new()),
-        Ok(other) => Err(JujuError::BadOutput {
-            tool: tool.into(),
-            detail: format!("expected settings, got {other}"),
-        }),
-        Err(e) => Err(JujuError::BadOutput {
-            tool: tool.into(),
-            detail: e.to_string(),
-        }),
+        Value::Null => Ok(Settings::new()),
+        other => Err(bad_shape(tool, "settings", &other)),
+    }
+}
+
+/// A hook tool's `--format=json` output, parsed.
+fn tool_json(tool: &str, out: &Output) -> Result<Value, JujuError> {
+    serde_json::from_slice(&out.stdout).map_err(|e| JujuError::BadOutput {
+        tool: tool.into(),
+        detail: e.to_string(),
+    })
+}
+
+fn bad_shape(tool: &str, expected: &str, got: &Value) -> JujuError {
+    JujuError::BadOutput {
+        tool: tool.into(),
+        detail: format!("expected {expected}, got {got}"),
     }
 }
 
@@ -175,20 +183,13 @@ fn pair_args(pairs: &[(&str, String)]) -> Vec<String> {
 }
 
 fn json_strings(tool: &str, out: &Output) -> Result<Vec<String>, JujuError> {
-    match serde_json::from_slice::<Value>(&out.stdout) {
-        Ok(Value::Array(items)) => Ok(items
+    match tool_json(tool, out)? {
+        Value::Array(items) => Ok(items
             .into_iter()
             .filter_map(|v| v.as_str().map(String::from))
             .collect()),
-        Ok(Value::Null) => Ok(Vec::new()),
-        Ok(other) => Err(JujuError::BadOutput {
-            tool: tool.into(),
-            detail: format!("expected a list, got {other}"),
-        }),
-        Err(e) => Err(JujuError::BadOutput {
-            tool: tool.into(),
-            detail: e.to_string(),
-        }),
+        Value::Null => Ok(Vec::new()),
+        other => Err(bad_shape(tool, "a list", &other)),
     }
 }
 
@@ -224,17 +225,10 @@ fn first_line(bytes: &[u8]) -> String {
 
 /// A tool's `--format=json` object (null reads as empty).
 fn json_object(tool: &str, out: &Output) -> Result<Map<String, Value>, JujuError> {
-    match serde_json::from_slice::<Value>(&out.stdout) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(Value::Null) => Ok(Map::new()),
-        Ok(other) => Err(JujuError::BadOutput {
-            tool: tool.into(),
-            detail: format!("expected an object, got {other}"),
-        }),
-        Err(e) => Err(JujuError::BadOutput {
-            tool: tool.into(),
-            detail: e.to_string(),
-        }),
+    match tool_json(tool, out)? {
+        Value::Object(map) => Ok(map),
+        Value::Null => Ok(Map::new()),
+        other => Err(bad_shape(tool, "an object", &other)),
     }
 }
 
@@ -352,10 +346,10 @@ impl HookTools for ProcessTools {
 
     fn is_leader(&self) -> Result<bool, JujuError> {
         let out = self.run("is-leader", &["--format=json"])?;
-        serde_json::from_slice::<bool>(&out.stdout).map_err(|e| JujuError::BadOutput {
-            tool: "is-leader".into(),
-            detail: e.to_string(),
-        })
+        match tool_json("is-leader", &out)? {
+            Value::Bool(b) => Ok(b),
+            other => Err(bad_shape("is-leader", "true or false", &other)),
+        }
     }
 
     fn leader_get(&self) -> Result<Settings, JujuError> {
