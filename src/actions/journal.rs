@@ -271,13 +271,10 @@ pub fn roll_back(
         })?;
         fsutil::sync_dir(parent).map_err(|e| format!("cannot sync {}: {e}", parent.display()))?;
     }
-    if let Ok(saved) = fs::read(&j.saved_config) {
-        if fs::read(&j.conf).ok().as_deref() != Some(saved.as_slice()) {
-            service::stop().map_err(|e| format!("etcd could not be stopped: {e}"))?;
-            fsutil::replace_file(&j.conf, &saved)
-                .map_err(|e| format!("cannot put the old etcd config back: {e}"))?;
-        }
-    }
+    // A running etcd must not keep the restored config: stop it first.
+    undo_config(j, || {
+        service::stop().map_err(|e| format!("etcd could not be stopped: {e}"))
+    })?;
     if !service::is_active() {
         service::start().map_err(|e| format!("etcd did not start on the old data: {e}"))?;
     }
@@ -295,9 +292,11 @@ pub fn roll_back(
     Ok(done)
 }
 
-fn undo_config(j: &Journal) -> Result<(), String> {
+/// Puts the saved config back if it differs, running `before` first.
+fn undo_config(j: &Journal, before: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
     if let Ok(saved) = fs::read(&j.saved_config) {
         if fs::read(&j.conf).ok().as_deref() != Some(saved.as_slice()) {
+            before()?;
             fsutil::replace_file(&j.conf, &saved)
                 .map_err(|e| format!("cannot put the old etcd config back: {e}"))?;
         }
@@ -408,7 +407,8 @@ pub fn recover(paths: &Paths) -> Result<Option<String>, JournalError> {
     } else {
         // There was no old data and the restored data never moved in:
         // only the config may need to go back.
-        undo_config(&j).map(|()| "nothing had changed yet; the unit is as it was".to_string())
+        undo_config(&j, || Ok(()))
+            .map(|()| "nothing had changed yet; the unit is as it was".to_string())
     };
     match outcome {
         Ok(done) => {

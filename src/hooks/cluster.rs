@@ -20,7 +20,7 @@ use super::{healthy, report_status, HookContext};
 use crate::error::Error;
 use crate::etcd::config::ClientEndpoint;
 use crate::etcd::render::{write_if_changed, Bootstrap, Member, Options, TlsFiles, TlsPems};
-use crate::etcd::{EtcdConfig, LocalMember, MemberInfo};
+use crate::etcd::{EtcdConfig, LocalMember, MemberInfo, MemberStatus};
 use crate::fsutil;
 use crate::install::{self, Installed};
 use crate::juju::{LogLevel, Settings, Status};
@@ -63,7 +63,7 @@ fn wait_serving(
     rt: &tokio::runtime::Runtime,
     endpoint: &ClientEndpoint,
     limit: Duration,
-) -> Result<String, String> {
+) -> Result<MemberStatus, String> {
     let deadline = Instant::now() + limit;
     let mut last = "no answer yet".to_string();
     while Instant::now() < deadline {
@@ -71,7 +71,7 @@ fn wait_serving(
             let m = LocalMember::connect(endpoint).await?;
             m.status().await
         }) {
-            Ok(s) => return Ok(s.version),
+            Ok(s) => return Ok(s),
             Err(e) => last = e.to_string(),
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -297,13 +297,14 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
 
     let endpoint = EtcdConfig::load(conf_path)?.client_endpoint(conf_path)?;
     let rt = crate::actions::runtime()?;
-    let version = match wait_serving(&rt, &endpoint, START_LIMIT) {
-        Ok(v) => v,
+    let serving = match wait_serving(&rt, &endpoint, START_LIMIT) {
+        Ok(s) => s,
         Err(e) => {
             tools.status_set(Status::Blocked, &e)?;
             return Ok(());
         }
     };
+    let version = serving.version;
     let _ = tools.application_version_set(&version);
     if let Some(rid) = &rid {
         tools.relation_set(rid, &[("started", "true".to_string())])?;
@@ -312,10 +313,7 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     let mut waiting = None;
     if leader {
         if let Some(rid) = &rid {
-            let my_id = rt
-                .block_on(async { LocalMember::connect(&endpoint).await?.status().await })
-                .ok()
-                .map(|s| s.member_id);
+            let my_id = Some(serving.member_id);
             // A leader whose own member is still a learner cannot list or
             // change members through it: it goes through a started peer.
             let via = if rt.block_on(LocalMember::probe(&endpoint)).is_ok() {
