@@ -268,6 +268,15 @@ def leader_settings(model):
     return read_json(mpath(model, "leader.json"), {})
 
 
+def merge_settings(settings, pairs):
+    """Juju's rule for relation-set and leader-set: an empty value deletes."""
+    for k, v in pairs.items():
+        if v == "":
+            settings.pop(k, None)
+        else:
+            settings[k] = v
+
+
 def settings_pairs(args, what):
     pairs = {}
     for a in args:
@@ -357,12 +366,7 @@ def tool_relation_set(unit, args):
             raise ToolError("ERROR cannot write relation settings: not the leader", 1)
         who = who.split("/")[0]
     data = reldata(model)
-    mine = data.setdefault(rid, {}).setdefault(who, {})
-    for k, v in pairs.items():
-        if v == "":
-            mine.pop(k, None)
-        else:
-            mine[k] = v
+    merge_settings(data.setdefault(rid, {}).setdefault(who, {}), pairs)
     write_json(mpath(model, "reldata.json"), data)
 
 
@@ -410,11 +414,7 @@ def tool_leader_set(unit, args):
         raise ToolError("ERROR cannot write leadership settings: cannot write settings: not the leader", 1)
     pairs = settings_pairs(args, "settings")
     settings = leader_settings(model)
-    for k, v in pairs.items():
-        if v == "":
-            settings.pop(k, None)
-        else:
-            settings[k] = v
+    merge_settings(settings, pairs)
     write_json(mpath(model, "leader.json"), settings)
 
 
