@@ -75,6 +75,47 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Swaps two existing paths in one step (`renameat2` with
+/// `RENAME_EXCHANGE`): at every instant, power loss included, each name
+/// holds one of the two trees. Fails with `Unsupported` where the
+/// filesystem cannot do it.
+pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both pointers are NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this filesystem cannot exchange two paths",
+        )),
+        _ => Err(e),
+    }
+}
+
+/// A directory's identity (device, inode): it survives renames, so a tree
+/// can be found again whatever name it ended under.
+pub fn dir_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(path).ok()?;
+    m.is_dir().then(|| (m.dev(), m.ino()))
+}
+
 /// Moves a finished file to its final name without ever replacing an
 /// existing file: a hard link fails if the name is taken, and is atomic.
 pub fn publish_no_replace(from: &Path, to: &Path) -> io::Result<()> {

@@ -14,6 +14,7 @@ use support::{list, mode, Etcd, Spec, TestDir, Tmpfs, Unit};
 const V34: &str = "3.4.23";
 const V35: &str = "3.5.16";
 const ABORT: &str = "ETCD_CHARM_TEST_ABORT_AT";
+const FAIL: &str = "ETCD_CHARM_TEST_FAIL_AT";
 
 /// Every key under / with its value.
 fn keys(unit: &Unit) -> BTreeMap<String, String> {
@@ -93,8 +94,10 @@ impl Scene {
         self.parent().join("etcd0.etcd.restore-journal")
     }
 
-    /// One whole data set, served, and nothing else beside the data dir.
-    fn assert_one_data_set(&self, want_snapshot: bool) {
+    /// One whole data set, served, and nothing else beside the data dir
+    /// but, when `kept`, the restored data a rollback kept because etcd may
+    /// have served it.
+    fn assert_one_data_set(&self, want_snapshot: bool, kept: bool) {
         let now = keys(&self.unit);
         if want_snapshot {
             assert_eq!(now, self.snap, "the snapshot's data, whole");
@@ -103,15 +106,55 @@ impl Scene {
             assert_eq!(now, self.old, "the old data, whole");
             assert_eq!(self.unit.status().0, self.cluster, "the old cluster");
         }
-        assert_eq!(list(&self.parent()), ["etcd0.etcd"]);
+        let listed = list(&self.parent());
+        assert_eq!(listed[0], "etcd0.etcd", "{listed:?}");
+        if kept {
+            assert_eq!(listed.len(), 2, "{listed:?}");
+            assert!(
+                listed[1].starts_with("etcd0.etcd.failed-restore-"),
+                "{listed:?}"
+            );
+            assert_eq!(mode(&self.parent().join(&listed[1])), 0o700);
+        } else {
+            assert_eq!(listed.len(), 1, "{listed:?}");
+        }
         for f in list(&self.backups()) {
             assert!(!f.ends_with(".part"), "unfinished backup {f} left");
         }
+        // etcd starts at boot again once the restore is resolved.
+        assert!(self.unit.is_enabled(), "etcd left disabled at boot");
     }
 }
 
-fn killed_at(step: &str, version: &'static str) {
-    let s = scene(&format!("crash-{step}-{version}"), version);
+/// Every regular file under `dir`, read whole.
+fn files_under(dir: &Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = fs::read(&p) {
+                out.push(bytes);
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A restore killed right after recording `step`. With `reboot`, the
+/// machine then restarts at once (etcd killed, services enabled at boot
+/// started) before the next hook; a write a client saw acknowledged by
+/// the restored etcd in between must survive, in the data or in the kept
+/// copy.
+fn killed_at(step: &str, version: &'static str, reboot: bool) {
+    let tag = if reboot { "-reboot" } else { "" };
+    let s = scene(&format!("crash-{step}{tag}-{version}"), version);
     let p = s.restore_params();
     let o = s
         .unit
@@ -128,6 +171,33 @@ fn killed_at(step: &str, version: &'static str) {
             assert_eq!(mode(&p), 0o700, "{f}");
         }
     }
+    // Until the journal is resolved, etcd does not start at boot.
+    assert_eq!(s.unit.is_enabled(), step == "verified", "enabled at {step}");
+
+    let forward = !matches!(step, "verified" | "stopped" | "swapped" | "started");
+    // etcd may have served the restored data from `swapped` on.
+    let kept = matches!(step, "swapped" | "started");
+    let acked = format!(
+        "acknowledged-after-the-kill-at-{step}-{}",
+        std::process::id()
+    );
+    let mut wrote = false;
+    if reboot {
+        if s.unit.etcd_pid().is_some() && step != "verified" {
+            // A client writes to the restored etcd before the power goes.
+            s.unit.put("/acked", &acked);
+            wrote = true;
+        }
+        let booted = s.unit.reboot();
+        assert_eq!(
+            booted,
+            step == "verified",
+            "etcd started at boot after {step}"
+        );
+        println!(
+            "reboot after {step}: etcd started at boot: {booted}, acknowledged write: {wrote}"
+        );
+    }
 
     let hook = s.unit.run_hook("update-status");
     assert_eq!(hook["exit_code"], 0, "{hook}");
@@ -138,7 +208,6 @@ fn killed_at(step: &str, version: &'static str) {
         msg.contains(&format!("was interrupted after step {step}")),
         "{msg}"
     );
-    let forward = !matches!(step, "verified" | "stopped" | "swapped" | "started");
     if forward {
         assert!(msg.contains("the restore was completed"), "{msg}");
         let backups = list(&s.backups());
@@ -146,10 +215,28 @@ fn killed_at(step: &str, version: &'static str) {
         assert_eq!(mode(&s.backups().join(&backups[0])), 0o600);
     } else {
         assert!(msg.contains("the old data is back"), "{msg}");
+        assert_eq!(msg.contains("the restored data is kept in"), kept, "{msg}");
         assert_eq!(list(&s.backups()), Vec::<String>::new());
     }
     assert!(!journal.exists(), "the journal is gone");
-    s.assert_one_data_set(forward);
+    if wrote {
+        if forward {
+            assert_eq!(s.unit.get("/acked").as_deref(), Some(acked.as_str()));
+            let del = s.unit.etcdctl(&["del", "/acked"]);
+            assert!(del.status.success());
+        } else {
+            let listed = list(&s.parent());
+            let copy = s.parent().join(listed.last().expect("kept copy"));
+            assert!(
+                files_under(&copy)
+                    .iter()
+                    .any(|f| contains(f, acked.as_bytes())),
+                "the acknowledged write is in neither the data nor the kept copy {}",
+                copy.display()
+            );
+        }
+    }
+    s.assert_one_data_set(forward, kept);
     // The juju-log says it too, for `juju debug-log`.
     let logged = s.unit.calls_of("juju-log");
     assert!(
@@ -161,47 +248,148 @@ fn killed_at(step: &str, version: &'static str) {
     // And the next hook has nothing left to do.
     let again = s.unit.run_hook("update-status");
     assert_eq!(again["exit_code"], 0);
-    s.assert_one_data_set(forward);
+    s.assert_one_data_set(forward, kept);
 }
 
 #[test]
 fn killed_after_verified() {
-    killed_at("verified", V35);
+    killed_at("verified", V35, false);
 }
 
 #[test]
 fn killed_after_stopped() {
-    killed_at("stopped", V35);
+    killed_at("stopped", V35, false);
 }
 
 #[test]
 fn killed_after_swapped() {
-    killed_at("swapped", V35);
+    killed_at("swapped", V35, false);
 }
 
 #[test]
 fn killed_after_swapped_3_4() {
-    killed_at("swapped", V34);
+    killed_at("swapped", V34, false);
 }
 
 #[test]
 fn killed_after_started() {
-    killed_at("started", V35);
+    killed_at("started", V35, false);
 }
 
 #[test]
 fn killed_after_checked() {
-    killed_at("checked", V35);
+    killed_at("checked", V35, false);
 }
 
 #[test]
 fn killed_after_backed_up() {
-    killed_at("backed-up", V35);
+    killed_at("backed-up", V35, false);
 }
 
 #[test]
 fn killed_after_done() {
-    killed_at("done", V35);
+    killed_at("done", V35, false);
+}
+
+#[test]
+fn reboot_after_verified() {
+    killed_at("verified", V35, true);
+}
+
+#[test]
+fn reboot_after_stopped() {
+    killed_at("stopped", V35, true);
+}
+
+#[test]
+fn reboot_after_swapped() {
+    killed_at("swapped", V35, true);
+}
+
+#[test]
+fn reboot_after_started() {
+    killed_at("started", V35, true);
+}
+
+#[test]
+fn reboot_after_checked() {
+    killed_at("checked", V35, true);
+}
+
+#[test]
+fn reboot_after_backed_up() {
+    killed_at("backed-up", V34, true);
+}
+
+#[test]
+fn reboot_after_done() {
+    killed_at("done", V35, true);
+}
+
+/// A rollback that moved the data back but died before it could record
+/// that it was rolling back (the journal still says `checked`): recovery
+/// finds the restored tree by its identity, not by the step, and never
+/// reports the old data as a completed restore.
+#[test]
+fn data_moved_back_without_a_record_is_not_rolled_forward() {
+    let s = scene("crash-moved-back", V35);
+    let p = s.restore_params();
+    let o = s.unit.run_action_env(
+        "restore",
+        &[p[0].as_str(), p[1].as_str()],
+        &[(ABORT, "checked")],
+    );
+    assert_eq!(o.exit_code, -9, "{o:?}");
+    let listed = list(&s.parent());
+    let aside = listed
+        .iter()
+        .find(|n| n.contains(".pre-restore-"))
+        .expect("old data aside")
+        .clone();
+    // What a rollback does, done by hand: etcd stopped, the restored data
+    // moved out, the old data moved back.
+    assert!(s.unit.systemctl("stop").status.success());
+    let elsewhere = s.t.path().join("restored-moved-away");
+    fs::rename(s.unit.data_dir(), &elsewhere).expect("move restored");
+    fs::rename(s.parent().join(&aside), s.unit.data_dir()).expect("move old back");
+
+    let hook = s.unit.run_hook("update-status");
+    let msg = hook["status"]["message"].as_str().unwrap_or_default();
+    assert_eq!(hook["status"]["status"], "active", "{hook}");
+    assert!(msg.contains("the old data is back"), "{msg}");
+    assert!(!msg.contains("completed"), "{msg}");
+    assert_eq!(list(&s.backups()), Vec::<String>::new());
+    s.assert_one_data_set(false, false);
+}
+
+/// The rollback cannot be recorded (the journal's disk refuses writes):
+/// nothing is moved, the action says so, and the next hook resolves the
+/// restore from what the journal does say (here: proven, so completed).
+#[test]
+fn an_unrecorded_rollback_moves_nothing() {
+    let s = scene("crash-unrecorded-rollback", V35);
+    s.unit.fill(6 << 20, 64 * 1024);
+    let small = Tmpfs::mount(&s.t.path().join("small"), backup_window(&s));
+    let o = s.unit.run_action_env(
+        "restore",
+        &[
+            &format!("source={}", s.archive.display()),
+            &format!("target={}", small.0.display()),
+        ],
+        &[(FAIL, "rolling-back")],
+    );
+    o.assert_failed_with("the restore failed while backing up the old data");
+    assert!(o.message.contains("nothing was moved"), "{}", o.message);
+    assert!(!o.message.contains("the old data is back"), "{}", o.message);
+    let (status, _) = s.unit.status_line();
+    assert_eq!(status, "blocked", "the action leaves the unit blocked");
+    assert!(s.journal().exists());
+    drop(small);
+    let hook = s.unit.run_hook("update-status");
+    let msg = hook["status"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("the restore was completed"), "{msg}");
+    assert_eq!(keys(&s.unit), s.snap);
+    assert!(!s.journal().exists());
 }
 
 /// The next action, not only a hook, resolves a killed restore first; a
@@ -228,7 +416,7 @@ fn next_action_resolves_a_killed_restore() {
         "{:?}",
         o.logs
     );
-    s.assert_one_data_set(true);
+    s.assert_one_data_set(true, true);
     assert_eq!(list(&s.backups()).len(), 1);
     // A completed restore clears the note from the status.
     let hook = s.unit.run_hook("update-status");
@@ -244,26 +432,86 @@ fn fill_compressible(unit: &Unit, mib: usize) {
     }
 }
 
+/// The charm's up-front free-space floor: no etcd db compresses better
+/// than 8:1, so a target with less than db/8 free is refused at once
+/// (snapshot `MAX_RATIO`, restore `MAX_BACKUP_RATIO`).
+const FLOOR_RATIO: u64 = 8;
+const PAGE: u64 = 4096;
+
+/// What a snapshot of the unit's data makes on this machine now: etcd's
+/// db size and the archive's bytes (the archive is removed again).
+fn measure_snapshot(unit: &Unit, scratch: &Path) -> (u64, u64) {
+    let o = unit.run_action("snapshot", &[&format!("target={}", scratch.display())]);
+    o.assert_completed();
+    let db: u64 = o.result("snapshot.db-size").parse().expect("db size");
+    let bytes: u64 = o.result("snapshot.bytes").parse().expect("bytes");
+    fs::remove_dir_all(scratch).expect("remove scratch");
+    (db, bytes)
+}
+
+/// A filesystem size, page-aligned, that passes the up-front `floor` and
+/// cannot hold `need` bytes: half way between. Panics, saying so, where
+/// this machine's figures leave no such window (the test could then not
+/// exercise the branch it means to).
+fn between(floor: u64, need: u64, what: &str) -> u64 {
+    let size = (floor + need) / 2 / PAGE * PAGE;
+    assert!(
+        size > floor + PAGE && size + 4 * PAGE < need,
+        "{what}: no room between the up-front floor ({floor} bytes) and the {need} bytes the write needs on this machine"
+    );
+    size
+}
+
+/// A backup target that passes restore's up-front floor for the scene's
+/// (filled) data and cannot hold its backup.
+fn backup_window(s: &Scene) -> u64 {
+    let db_file = fs::metadata(s.unit.data_dir().join("member/snap/db"))
+        .expect("db file")
+        .len();
+    let (_, archive) = measure_snapshot(&s.unit, &s.t.path().join("measure"));
+    between(db_file / FLOOR_RATIO, archive, "backup")
+}
+
+/// A target too small for the db is refused up front with the figures; one
+/// that passes that check but fills mid-stream fails with ENOSPC and keeps
+/// nothing. Both sizes derive from the db and archive this machine makes,
+/// and the test says which branch each run took.
 #[test]
 fn snapshot_into_a_full_disk_leaves_nothing() {
     let t = TestDir::new("crash-snapshot-full");
     let unit = Unit::new(t.path(), &Etcd::get(V35), Spec::single(0, false));
     unit.start();
     unit.fill(6 << 20, 64 * 1024);
+    let (db, archive) = measure_snapshot(&unit, &t.path().join("measure"));
+    let floor = db / FLOOR_RATIO;
 
-    // Clearly too small: refused before writing, with the numbers.
-    let tiny = Tmpfs::mount(&t.path().join("tiny"), 64 * 1024);
+    let tiny_size = (floor / 2).max(PAGE) / PAGE * PAGE;
+    assert!(tiny_size < floor, "db {db}: floor {floor}");
+    let tiny = Tmpfs::mount(&t.path().join("tiny"), tiny_size);
     let o = unit.run_action("snapshot", &[&format!("target={}", tiny.0.display())]);
     o.assert_failed_with("not enough free space in");
     assert!(o.message.contains("is free"), "{}", o.message);
     assert_eq!(list(&tiny.0), Vec::<String>::new());
+    println!(
+        "branch taken: refused up front ({tiny_size}-byte target, db {db}, floor {floor}): {}",
+        o.message
+    );
 
-    // Room enough to try, not to finish: fails as it fills, leaves nothing.
-    let small = Tmpfs::mount(&t.path().join("small"), 1 << 20);
+    let small_size = between(floor, archive, "snapshot");
+    let small = Tmpfs::mount(&t.path().join("small"), small_size);
     let o = unit.run_action("snapshot", &[&format!("target={}", small.0.display())]);
     o.assert_failed_with("No space left on device");
+    assert!(
+        !o.message.contains("not enough free space"),
+        "{}",
+        o.message
+    );
     assert!(o.message.contains("no archive was kept"), "{}", o.message);
     assert_eq!(list(&small.0), Vec::<String>::new());
+    println!(
+        "branch taken: failed mid-stream ({small_size}-byte target, archive {archive}): {}",
+        o.message
+    );
 
     // etcd never noticed: it serves, and a snapshot elsewhere works.
     let o = unit.run_action(
@@ -350,7 +598,15 @@ fn restore_backup_into_a_full_disk() {
     let source = format!("source={archive}");
     let parent = unit.data_dir().parent().expect("parent").to_path_buf();
 
-    let tiny = Tmpfs::mount(&t.path().join("tiny"), 64 * 1024);
+    // The backup's floor is the old db file's size / 8; the backup itself
+    // holds at least what a snapshot of the same data compresses to.
+    let db_file = fs::metadata(unit.data_dir().join("member/snap/db"))
+        .expect("db file")
+        .len();
+    let (_, archive) = measure_snapshot(&unit, &t.path().join("measure"));
+    let floor = db_file / FLOOR_RATIO;
+    let tiny_size = (floor / 2).max(PAGE) / PAGE * PAGE;
+    let tiny = Tmpfs::mount(&t.path().join("tiny"), tiny_size);
     let o = unit.run_action(
         "restore",
         &[&source, &format!("target={}", tiny.0.display())],
@@ -359,9 +615,11 @@ fn restore_backup_into_a_full_disk() {
     assert!(o.message.contains("etcd was not touched"), "{}", o.message);
     assert_eq!(list(&tiny.0), Vec::<String>::new());
     assert_eq!(keys(&unit), before);
+    println!("branch taken: refused up front ({tiny_size}-byte target, db file {db_file})");
 
-    // Passes the db/8 floor, cannot hold ~4.5 MiB of compressed values.
-    let small = Tmpfs::mount(&t.path().join("small"), 3 << 20);
+    // Passes the floor, cannot hold the compressed values.
+    let small_size = between(floor, archive, "backup");
+    let small = Tmpfs::mount(&t.path().join("small"), small_size);
     let o = unit.run_action(
         "restore",
         &[&source, &format!("target={}", small.0.display())],
@@ -376,6 +634,7 @@ fn restore_backup_into_a_full_disk() {
     assert_eq!(list(&small.0), Vec::<String>::new());
     assert_eq!(unit.status().0, cluster);
     assert_eq!(keys(&unit), before);
+    println!("branch taken: filled mid-backup ({small_size}-byte target, archive {archive})");
     // The restored data served clients for a moment: it is kept, named.
     let listed = list(&parent);
     assert_eq!(listed.len(), 2, "{listed:?}");
@@ -398,7 +657,7 @@ fn killed_while_rolling_back_after_a_failed_backup() {
     let s = scene("crash-rolling-back", V35);
     s.unit.fill(6 << 20, 64 * 1024);
     let old = keys(&s.unit);
-    let small = Tmpfs::mount(&s.t.path().join("small"), 3 << 20);
+    let small = Tmpfs::mount(&s.t.path().join("small"), backup_window(&s));
     let o = s.unit.run_action_env(
         "restore",
         &[
@@ -437,7 +696,7 @@ fn stale_staging_is_removed() {
     let hook = s.unit.run_hook("update-status");
     assert_eq!(hook["exit_code"], 0);
     assert!(!stale.exists());
-    s.assert_one_data_set(false);
+    s.assert_one_data_set(false, false);
 }
 
 fn restore_across(from: &'static str, to: &'static str) -> (TestDir, Unit, support::Outcome) {

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use support::{Etcd, Model, TestDir, Unit};
+use support::{Etcd, Model, Relay, TestDir, Unit};
 
 const V35: &str = "3.5.16";
 
@@ -522,4 +522,215 @@ fn credentials_need_tls() {
     );
     o.assert_failed_with("serves clients without TLS");
     assert!(!t.path().join("creds").exists());
+}
+
+fn status_of(hook: &serde_json::Value) -> (String, String) {
+    (
+        hook["status"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        hook["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// "Healthy" is about this unit's member, with a leader and quorum: one
+/// three-unit model goes through a unit whose etcd cannot start while
+/// another member answers on its address, a cluster without quorum, and a
+/// departing unit that cannot remove its member.
+#[test]
+fn status_tells_the_truth_about_this_units_member() {
+    let t = TestDir::new("deploy-health");
+    let mut model = Model::new(t.path(), &Etcd::get(V35));
+    for n in 0..3 {
+        model.add_unit(n);
+    }
+    model.run_all("update-status");
+    for u in &model.units {
+        assert_healthy(u, 3);
+    }
+    let port = model.client_port;
+
+    // etcd/1's etcd is down and its client port is taken by a relay to
+    // etcd/0's member: a probe of etcd/1's URL is answered, but not by
+    // etcd/1's member, and its etcd cannot start.
+    let u1 = model.unit("etcd/1");
+    assert!(u1.systemctl("stop").status.success());
+    let relay = Relay::start((&u1.spec.ip, port), (&model.unit("etcd/0").spec.ip, port));
+    let hook = u1.run_hook("update-status");
+    let (status, msg) = status_of(&hook);
+    println!("etcd/1 with its port taken: {status}: {msg}");
+    assert_eq!(status, "blocked", "{msg}");
+    assert!(msg.contains("this unit's etcd is not serving"), "{msg}");
+    assert!(msg.contains("answered by member etcd-0"), "{msg}");
+    assert!(msg.contains("systemd: failed"), "{msg}");
+    assert!(msg.contains("address already in use"), "{msg}");
+    drop(relay);
+    let hook = u1.run_hook("update-status");
+    let (status, msg) = status_of(&hook);
+    assert_eq!(status, "active", "{msg}");
+    assert!(msg.starts_with("Healthy with 3 known peers"), "{msg}");
+
+    // Two of three members stopped: the third answers for itself, but the
+    // cluster cannot commit.
+    for name in ["etcd/1", "etcd/2"] {
+        assert!(model.unit(name).systemctl("stop").status.success());
+    }
+    let u0 = model.unit("etcd/0");
+    let hook = u0.run_hook("update-status");
+    let (status, msg) = status_of(&hook);
+    println!("etcd/0 without quorum: {status}: {msg}");
+    assert_eq!(status, "blocked", "{msg}");
+    assert!(msg.contains("no quorum"), "{msg}");
+
+    // The leader departs while the others are down: it cannot remove its
+    // member, so etcd keeps running and the unit says why.
+    let hook = u0.run_hook_with(
+        "cluster-relation-departed",
+        &[
+            "--relation",
+            "cluster:0",
+            "--remote",
+            "etcd/1",
+            "--departing",
+            "etcd/0",
+        ],
+    );
+    assert_eq!(hook["exit_code"], 0, "{hook}");
+    let (status, msg) = status_of(&hook);
+    assert_eq!(status, "blocked", "{msg}");
+    assert!(
+        msg.contains("could not remove this unit's member etcd-0"),
+        "{msg}"
+    );
+    assert!(msg.contains("etcd keeps running"), "{msg}");
+    assert!(
+        u0.etcd_pid().is_some(),
+        "etcd was stopped with its member still voting"
+    );
+    // The stop hook tries once more, then stops etcd, saying so loudly.
+    let hook = u0.run_hook("stop");
+    assert_eq!(hook["exit_code"], 0, "{hook}");
+    assert!(u0.etcd_pid().is_none());
+    let errors: Vec<String> = u0
+        .calls_of("juju-log")
+        .into_iter()
+        .map(|a| a.join(" "))
+        .filter(|l| l.contains("ERROR"))
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains("still in the cluster") && l.contains("etcdctl member remove")),
+        "{errors:?}"
+    );
+}
+
+/// A NOSPACE alarm (a small quota, filled) keeps the unit from `active`.
+#[test]
+fn an_alarm_is_not_healthy() {
+    let t = TestDir::new("deploy-alarm");
+    let unit = Unit::new(t.path(), &Etcd::get(V35), support::Spec::single(0, false));
+    let conf = fs::read_to_string(&unit.conf).expect("conf");
+    fs::write(&unit.conf, format!("{conf}quota-backend-bytes: 2097152\n")).expect("quota");
+    unit.start();
+    let hook = unit.run_hook("update-status");
+    assert_eq!(status_of(&hook).0, "active", "{hook}");
+    // Fill until etcd refuses: the alarm is raised by etcd itself.
+    let value = "x".repeat(64 * 1024);
+    let mut refused = false;
+    for i in 0..200 {
+        let out = unit.etcdctl(&["put", &format!("/fill/{i}"), &value]);
+        if !out.status.success() {
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("database space exceeded"),
+                "{out:?}"
+            );
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a 2 MiB quota took 12 MiB of writes");
+    let hook = unit.run_hook("update-status");
+    let (status, msg) = status_of(&hook);
+    println!("with NOSPACE: {status}: {msg}");
+    assert_eq!(status, "blocked", "{msg}");
+    assert!(msg.contains("NOSPACE"), "{msg}");
+}
+
+/// Units whose etcd the charm did not install (laid out by hand, or left
+/// by another charm) form a cluster; a new unit that becomes leader must
+/// not bootstrap a second one beside it.
+#[test]
+fn a_new_leader_never_bootstraps_beside_hand_laid_units() {
+    let t = TestDir::new("deploy-hand-laid");
+    let etcd = Etcd::get(V35);
+    let mut model = Model::new(t.path(), &etcd);
+    let specs: Vec<support::Spec> = (0..2)
+        .map(|n| support::Spec {
+            unit: format!("etcd/{n}"),
+            member: format!("etcd{n}"),
+            ip: support::unit_ip(n),
+            client_port: model.client_port,
+            peer_port: model.peer_port,
+            tls: false,
+            initial_cluster: None,
+            token: "hand-laid".into(),
+        })
+        .collect();
+    let initial = specs
+        .iter()
+        .map(|s| format!("{}={}", s.member, s.peer_url()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let units: Vec<Unit> = specs
+        .into_iter()
+        .map(|mut s| {
+            s.initial_cluster = Some(initial.clone());
+            Unit::hand_laid(t.path(), &etcd, s, &model.dir)
+        })
+        .collect();
+    for u in &units {
+        u.start_no_wait();
+    }
+    for u in &units {
+        u.wait_healthy(std::time::Duration::from_secs(30));
+    }
+    let id = cluster_id(&units[0]);
+    units[0].put("/hand/laid", "the-only-cluster");
+    for u in units {
+        model.deploy(u);
+    }
+    for u in &model.units {
+        assert_healthy(u, 2);
+    }
+    model.add_leading_unit(2);
+    assert_eq!(model.leader(), "etcd/2");
+    model.run_all("update-status");
+    let u2 = model.unit("etcd/2");
+    let (status, msg) = u2.status_line();
+    println!("etcd/2, the new leader: {status}: {msg}");
+    if u2.etcd_pid().is_some() {
+        assert_eq!(cluster_id(u2), id, "etcd/2 started a second cluster");
+        assert_eq!(u2.get("/hand/laid").as_deref(), Some("the-only-cluster"));
+    }
+    for name in ["etcd/0", "etcd/1"] {
+        let u = model.unit(name);
+        assert_eq!(cluster_id(u), id, "{name}");
+        let (names, _) = members(u);
+        assert!(names.contains(&"etcd0".to_string()), "{names:?}");
+    }
+    // Clients are never pointed at a cluster of its own.
+    let rid = model.relate("db", "client/0");
+    for name in ["etcd/0", "etcd/1"] {
+        let data = model.relation_data(&rid, name);
+        let urls = data.get("connection_string").cloned().unwrap_or_default();
+        assert!(
+            urls.contains(&model.unit("etcd/0").spec.ip),
+            "{name}: {urls}"
+        );
+    }
 }

@@ -343,6 +343,22 @@ fn other_formats(version: &'static str) {
     assert_eq!(o.result("restore.kind"), "etcdctl snapshot file");
     assert_eq!(s.unit.get("/bare").as_deref(), Some("file"));
 
+    // The same file cut at a 512-byte boundary inside the db: it looks
+    // like a raw db with no trailer, but its bbolt meta page declares more
+    // than it holds. Refused before etcd is touched.
+    let bytes = fs::read(&bare).expect("bare");
+    let cut_at = (bytes.len() as u64 - 32) / 512 * 512 - 4096;
+    let cut = s.t.path().join("cut.db");
+    fs::write(&cut, &bytes[..cut_at as usize]).expect("write cut");
+    let before = tree(&s.unit.root.join("var/snap"));
+    let o = s
+        .unit
+        .run_action("restore", &[&format!("source={}", cut.display())]);
+    o.assert_failed_with("it is truncated");
+    assert!(o.message.contains("etcd was not touched"), "{}", o.message);
+    assert_eq!(tree(&s.unit.root.join("var/snap")), before);
+    assert_eq!(s.unit.get("/bare").as_deref(), Some("file"));
+
     // A v2-store backup: a tar.gz of a data dir (member/wal, member/snap).
     let v2 = s.t.path().join("v2.tar.gz");
     let ok = Command::new("tar")
@@ -702,4 +718,76 @@ fn skip_backup_writes_no_backup() {
         ["etcd1.etcd"]
     );
     assert_eq!(s.unit.get("/a/1").as_deref(), Some("from-a-1"));
+}
+
+/// A unit with an etcd config and no data dir yet: a restore whose data
+/// etcd will not serve says what is really on disk (there is no "old
+/// data" to bring back), and the status says whether etcd runs.
+#[test]
+fn a_unit_without_old_data_is_told_the_truth() {
+    let s = scene("restore-no-old-data", V35);
+    let fresh = Unit::new(s.t.path(), &s.etcd, Spec::single(2, false));
+    assert!(!fresh.data_dir().exists());
+    let source = format!("source={}", s.archive.display());
+
+    // The restored etcd starts but never serves; undoing it puts the
+    // config back and etcd then serves the restored data, the only data.
+    fs::write(fresh.dir.join("svc/start-unhealthy"), "1").expect("fault");
+    let o = fresh.run_action("restore", &[&source, "skip-backup=true", "start-timeout=8"]);
+    o.assert_failed_with("did not become healthy within 8 seconds");
+    assert!(!o.message.contains("old data is back"), "{}", o.message);
+    assert!(
+        o.message
+            .contains("this unit had no data before the restore, so the restored data stays in"),
+        "{}",
+        o.message
+    );
+    assert!(
+        o.message.contains("etcd serves it as cluster"),
+        "{}",
+        o.message
+    );
+    assert_eq!(fresh.get("/a/3").as_deref(), Some("from-a-3"));
+    assert_eq!(fresh.status_line().0, "active");
+    let statuses = fresh.calls_of("status-set");
+    assert!(
+        statuses
+            .iter()
+            .any(|a| a[0] == "maintenance" && a.join(" ").contains("etcd is stopped")),
+        "{statuses:?}"
+    );
+}
+
+/// etcd will not start at all, on the restored data nor after the undo:
+/// the unit is left `blocked` with the reason, and the next hook finishes
+/// the undo once etcd starts.
+#[test]
+fn a_restore_that_cannot_bring_etcd_back_blocks() {
+    let s = scene("restore-cannot-start", V35);
+    let fresh = Unit::new(s.t.path(), &s.etcd, Spec::single(2, false));
+    fs::write(fresh.dir.join("svc/refuse-start"), "2").expect("fault");
+    let o = fresh.run_action(
+        "restore",
+        &[
+            &format!("source={}", s.archive.display()),
+            "skip-backup=true",
+        ],
+    );
+    o.assert_failed_with("the restore failed while starting etcd on the restored data");
+    assert!(o.message.contains("undoing it failed too"), "{}", o.message);
+    assert!(
+        o.message
+            .contains("etcd did not start on the restored data, which stays in"),
+        "{}",
+        o.message
+    );
+    let (status, msg) = fresh.status_line();
+    assert_eq!(status, "blocked", "{msg}");
+    assert!(msg.contains("undoing it failed too"), "{msg}");
+    // The fault is spent: the next hook finishes the undo.
+    let hook = fresh.run_hook("update-status");
+    let msg = hook["status"]["message"].as_str().unwrap_or_default();
+    assert_eq!(hook["status"]["status"], "active", "{hook}");
+    assert!(msg.contains("the restored data stays in"), "{msg}");
+    assert_eq!(fresh.get("/a/3").as_deref(), Some("from-a-3"));
 }

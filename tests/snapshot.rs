@@ -532,6 +532,30 @@ fn keep_two_after_three_snapshots() {
         .join("etcd-snapshot-2000-01-01-00.00.00.tar.gz")
         .is_dir());
     assert_eq!(list(&target).len(), others.len() + 1 + 2);
+
+    // An archive named later than now (copied in, or the clock stepped
+    // back): retention keeps the one just written and never counts or
+    // removes names after it; only older ones go.
+    let later = target.join("etcd-snapshot-2099-01-01-00.00.00.tar.gz");
+    fs::write(&later, "copied in from elsewhere").expect("write");
+    let o = unit.run_action(
+        "snapshot",
+        &[&format!("target={}", target.display()), "keep=1"],
+    );
+    o.assert_completed();
+    let newest = o.result("snapshot.path");
+    assert!(
+        Path::new(newest).is_file(),
+        "the archive just written is kept"
+    );
+    assert_eq!(o.result("retention.removed"), "2");
+    for p in &made[1..] {
+        assert!(!Path::new(p).exists(), "{p} removed");
+    }
+    assert_eq!(
+        fs::read_to_string(&later).expect("later kept"),
+        "copied in from elsewhere"
+    );
 }
 
 /// Juju's rule, written out independently of the charm's own copy.

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::ArchiveFile;
 use crate::etcd::config::ClientEndpoint;
-use crate::etcd::{id_hex, EtcdConfig, LocalMember};
+use crate::etcd::health;
+use crate::etcd::{id_hex, EtcdConfig};
 use crate::fsutil;
 use crate::paths::Paths;
 use crate::service;
@@ -22,6 +23,9 @@ use crate::service;
 /// The test seam for crash tests: the action kills itself with SIGKILL
 /// right after recording this step.
 pub const ABORT_ENV: &str = "ETCD_CHARM_TEST_ABORT_AT";
+/// The test seam for a journal that cannot be written: `rolling-back`
+/// makes recording the rollback fail as a full or broken disk would.
+pub const FAIL_ENV: &str = "ETCD_CHARM_TEST_FAIL_AT";
 /// How long recovery waits for etcd to serve after starting it.
 const RECOVERY_START_LIMIT: Duration = Duration::from_secs(90);
 /// The level the backup archive is written at (it runs while etcd serves).
@@ -79,6 +83,30 @@ pub struct Journal {
     /// whatever the step.
     #[serde(default)]
     pub rolling_back: bool,
+    /// The member's name, to know it among the members that answer.
+    #[serde(default)]
+    pub name: String,
+    /// (device, inode) of the restored tree, recorded when the journal
+    /// begins: recovery finds it by that whatever name it ended under.
+    #[serde(default)]
+    pub restored_id: Option<(u64, u64)>,
+    /// The cluster ID etcd served from the restored data: rolling forward
+    /// checks that this is what it serves.
+    #[serde(default)]
+    pub restored_cluster: Option<u64>,
+    /// etcd started at boot before the restore; it is kept from starting
+    /// at boot while the journal exists, and enabled again at the end.
+    #[serde(default)]
+    pub was_enabled: bool,
+}
+
+/// Where a tree is, for recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    DataDir,
+    Staged,
+    Aside,
+    Nowhere,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +134,56 @@ impl Journal {
         path_for(&self.data_dir)
     }
 
+    /// Where etcd's restore tool built the restored tree, in staging.
+    pub fn restored_path(&self) -> PathBuf {
+        self.staging.join("data")
+    }
+
+    fn place_path(&self, place: Place) -> Option<&Path> {
+        match place {
+            Place::DataDir => Some(&self.data_dir),
+            Place::Aside => Some(&self.aside),
+            Place::Staged | Place::Nowhere => None,
+        }
+    }
+
+    /// Where the restored tree and the old data are now. Without a
+    /// recorded identity (a journal from before it was kept), the names
+    /// alone tell: the old data is aside once the swap is done.
+    fn locate(&self) -> (Place, Place) {
+        let staged = self.restored_path();
+        let candidates = [
+            (Place::DataDir, self.data_dir.clone()),
+            (Place::Staged, staged),
+            (Place::Aside, self.aside.clone()),
+        ];
+        let restored = match self.restored_id {
+            Some(id) => candidates
+                .iter()
+                .find(|(_, p)| fsutil::dir_id(p) == Some(id))
+                .map_or(Place::Nowhere, |(w, _)| *w),
+            None if self.aside.exists() || !self.had_old_data => {
+                if self.restored_path().exists() {
+                    Place::Staged
+                } else if self.data_dir.exists() {
+                    Place::DataDir
+                } else {
+                    Place::Nowhere
+                }
+            }
+            None => Place::Staged,
+        };
+        let old = if self.had_old_data {
+            candidates
+                .iter()
+                .find(|(w, p)| *w != restored && fsutil::dir_id(p).is_some())
+                .map_or(Place::Nowhere, |(w, _)| *w)
+        } else {
+            Place::Nowhere
+        };
+        (restored, old)
+    }
+
     /// Saves the config beside the staged data, then records `Verified`.
     pub fn begin(mut self) -> Result<Journal, JournalError> {
         let write = |path: &Path, source| JournalError::Write {
@@ -118,6 +196,8 @@ impl Journal {
         f.write_all(&config)
             .and_then(|_| f.sync_all())
             .map_err(|e| write(&self.saved_config, e))?;
+        self.restored_id = fsutil::dir_id(&self.restored_path());
+        self.was_enabled = service::is_enabled();
         self.step = Step::Verified;
         self.record(Step::Verified)?;
         Ok(self)
@@ -133,8 +213,18 @@ impl Journal {
 
     /// Records that the restore is being undone, before undoing starts.
     pub fn record_rollback(&mut self) -> Result<(), JournalError> {
+        if std::env::var(FAIL_ENV).is_ok_and(|v| v == "rolling-back") {
+            return Err(JournalError::Write {
+                path: self.path(),
+                source: io::Error::other("write refused by the test seam"),
+            });
+        }
         self.rolling_back = true;
-        self.save()?;
+        if let Err(e) = self.save() {
+            // Not durable, so not true: recovery must not think so either.
+            self.rolling_back = false;
+            return Err(e);
+        }
         if std::env::var(ABORT_ENV).is_ok_and(|v| v == "rolling-back") {
             kill_self();
         }
@@ -153,10 +243,14 @@ impl Journal {
         })
     }
 
-    /// Removes staging, any unfinished backup and then the journal: the
-    /// restore is over.
+    /// Removes staging and any unfinished backup, lets etcd start at boot
+    /// again (its data is final now), then removes the journal: the restore
+    /// is over.
     pub fn close(self) -> io::Result<()> {
         remove_tree(&self.staging)?;
+        if self.was_enabled {
+            service::enable().map_err(io::Error::other)?;
+        }
         if let Some(backup) = &self.backup {
             let mut part = backup.as_os_str().to_os_string();
             part.push(".part");
@@ -227,62 +321,117 @@ fn remove_tree(path: &Path) -> io::Result<()> {
     }
 }
 
+fn stop_etcd() -> Result<(), String> {
+    service::stop().map_err(|e| format!("etcd could not be stopped: {e}"))?;
+    if service::is_active() {
+        return Err("etcd could not be stopped".into());
+    }
+    Ok(())
+}
+
 /// Puts the unit back as it was before the restore: the old data dir and
 /// config in place and etcd serving them. Safe to run at any step and to
-/// run again.
+/// run again. The restored tree is deleted only if etcd never served it;
+/// when it `may_have_served`, it is kept beside the data dir, named, so no
+/// write a client saw acknowledged is lost. A unit that had no data before
+/// keeps the restored data in place: it is the only data there is. The
+/// result says what is on disk and served.
 pub fn roll_back(
     rt: &tokio::runtime::Runtime,
     j: &Journal,
     endpoint: &ClientEndpoint,
     limit: Duration,
+    may_have_served: bool,
 ) -> Result<String, String> {
     let parent = j.data_dir.parent().unwrap_or(Path::new("/"));
+    let (restored, old) = j.locate();
     let mut kept = None;
-    if j.aside.exists() {
-        service::stop().map_err(|e| format!("etcd could not be stopped: {e}"))?;
-        if service::is_active() {
-            return Err("etcd could not be stopped to put the old data back".into());
-        }
-        if j.step >= Step::Checked && j.data_dir.exists() {
-            // etcd served the restored data, so it may hold new writes:
-            // keep it beside the data dir for the operator.
-            let name = j
-                .aside
-                .file_name()
-                .map(|n| {
-                    n.to_string_lossy()
-                        .replace(".pre-restore-", ".failed-restore-")
-                })
-                .unwrap_or_else(|| "etcd.failed-restore".into());
-            let keep = j.data_dir.with_file_name(name);
-            fs::rename(&j.data_dir, &keep)
-                .map_err(|e| format!("cannot move the restored data aside: {e}"))?;
-            kept = Some(keep);
-        }
-        // Before `checked` the restored copy never served a client; the
-        // snapshot it came from is still where the operator put it.
-        remove_tree(&j.data_dir)
-            .map_err(|e| format!("cannot remove the restored data from the data dir: {e}"))?;
-        fs::rename(&j.aside, &j.data_dir).map_err(|e| {
+    if j.had_old_data && old == Place::Nowhere {
+        return Err(format!(
+            "the old data is in none of {}, {} and {}; nothing was moved, look at them by hand",
+            j.data_dir.display(),
+            j.aside.display(),
+            j.restored_path().display()
+        ));
+    }
+    if j.had_old_data && old != Place::DataDir {
+        stop_etcd()?;
+        let old_path = match old {
+            Place::Staged => j.restored_path(),
+            other => j.place_path(other).unwrap_or(&j.aside).to_path_buf(),
+        };
+        let moved = |e: io::Error| {
             format!(
                 "cannot move the old data back from {}: {e}",
-                j.aside.display()
+                old_path.display()
             )
-        })?;
+        };
+        if restored == Place::DataDir && !may_have_served && old == Place::Staged {
+            // Killed inside the swap: swap back, in one step again.
+            fsutil::exchange(&j.data_dir, &old_path).map_err(moved)?;
+        } else {
+            if restored == Place::DataDir {
+                let dest = if may_have_served {
+                    let name = j
+                        .aside
+                        .file_name()
+                        .map(|n| {
+                            n.to_string_lossy()
+                                .replace(".pre-restore-", ".failed-restore-")
+                        })
+                        .unwrap_or_else(|| "etcd.failed-restore".into());
+                    let keep = j.data_dir.with_file_name(name);
+                    kept = Some(keep.clone());
+                    keep
+                } else {
+                    // Never served: back to staging, which is removed.
+                    j.restored_path()
+                };
+                fs::rename(&j.data_dir, &dest)
+                    .map_err(|e| format!("cannot move the restored data aside: {e}"))?;
+            }
+            fs::rename(&old_path, &j.data_dir).map_err(moved)?;
+        }
         fsutil::sync_dir(parent).map_err(|e| format!("cannot sync {}: {e}", parent.display()))?;
     }
     // A running etcd must not keep the restored config: stop it first.
-    undo_config(j, || {
-        service::stop().map_err(|e| format!("etcd could not be stopped: {e}"))
-    })?;
-    if !service::is_active() {
-        service::start().map_err(|e| format!("etcd did not start on the old data: {e}"))?;
+    undo_config(j, stop_etcd)?;
+    if !j.data_dir.join("member").is_dir() {
+        // Starting etcd now would make a new, empty cluster.
+        return Ok(format!(
+            "this unit had no data before the restore and none is in {}; etcd stays stopped",
+            j.data_dir.display()
+        ));
     }
-    let (status, _) = rt.block_on(LocalMember::wait_healthy(endpoint, limit))?;
-    let mut done = format!(
-        "the old data is back and etcd serves it as cluster {}",
-        id_hex(status.cluster_id)
-    );
+    if !service::is_active() {
+        service::start().map_err(|e| {
+            let what = if j.had_old_data {
+                "the old data".to_string()
+            } else {
+                format!("the restored data, which stays in {} as this unit had no data before the restore", j.data_dir.display())
+            };
+            format!("etcd did not start on {what}: {e}")
+        })?;
+    }
+    let served = rt.block_on(health::wait_healthy(endpoint, &j.name, limit));
+    let mut done = match (j.had_old_data, served) {
+        (true, Ok((status, _))) => format!(
+            "the old data is back and etcd serves it as cluster {}",
+            id_hex(status.cluster_id)
+        ),
+        (true, Err(e)) => return Err(format!("the old data is back but {e}")),
+        (false, Ok((status, _))) => format!(
+            "this unit had no data before the restore, so the restored data stays in {} and etcd serves it as cluster {}",
+            j.data_dir.display(),
+            id_hex(status.cluster_id)
+        ),
+        (false, Err(e)) => {
+            return Err(format!(
+                "this unit had no data before the restore, so the restored data stays in {}, and {e}",
+                j.data_dir.display()
+            ))
+        }
+    };
     if let Some(keep) = kept {
         done.push_str(&format!(
             "; the restored data is kept in {}",
@@ -304,8 +453,9 @@ fn undo_config(j: &Journal, before: impl FnOnce() -> Result<(), String>) -> Resu
     Ok(())
 }
 
-/// Finishes a restore whose data was already proven: etcd running on it,
-/// the old data backed up (unless skipped) and deleted.
+/// Finishes a restore whose data was already proven: etcd running on it
+/// (the cluster the restore made, nothing else), the old data backed up
+/// (unless skipped) and deleted.
 fn roll_forward(
     rt: &tokio::runtime::Runtime,
     j: &mut Journal,
@@ -323,30 +473,48 @@ fn roll_forward(
     if !service::is_active() {
         service::start().map_err(|e| format!("etcd did not start on the restored data: {e}"))?;
     }
-    let (status, _) = rt.block_on(LocalMember::wait_healthy(endpoint, RECOVERY_START_LIMIT))?;
+    let (status, _) = rt.block_on(health::wait_healthy(
+        endpoint,
+        &j.name,
+        RECOVERY_START_LIMIT,
+    ))?;
+    if let Some(want) = j.restored_cluster.filter(|w| *w != status.cluster_id) {
+        return Err(format!(
+            "etcd serves cluster {}, not the restored cluster {}; the data dir is not the restored data, so the restore is not completed",
+            id_hex(status.cluster_id),
+            id_hex(want)
+        ));
+    }
     let mut note = format!(
         "the restore was completed and etcd serves the restored data as cluster {}",
         id_hex(status.cluster_id)
     );
-    if j.step < Step::BackedUp && j.aside.exists() {
-        if let Some(backup) = j.backup.clone() {
-            match write_backup(&j.aside, &backup) {
-                Ok(()) => note.push_str(&format!(
-                    "; the old data is backed up in {}",
-                    backup.display()
-                )),
-                Err(e) => {
-                    // Keep the old data rather than lose it unbacked.
-                    return Ok(format!(
-                        "{note}; the backup of the old data failed ({e}), so it is kept in {}",
-                        j.aside.display()
-                    ));
+    let (_, old) = j.locate();
+    let old_path = match old {
+        Place::Staged => Some(j.restored_path()),
+        other => j.place_path(other).map(Path::to_path_buf),
+    };
+    if let Some(old_path) = old_path {
+        if j.step < Step::BackedUp {
+            if let Some(backup) = j.backup.clone() {
+                match write_backup(&old_path, &backup) {
+                    Ok(()) => note.push_str(&format!(
+                        "; the old data is backed up in {}",
+                        backup.display()
+                    )),
+                    Err(e) => {
+                        // Keep the old data rather than lose it unbacked.
+                        return Ok(format!(
+                            "{note}; the backup of the old data failed ({e}), so it is kept in {}",
+                            old_path.display()
+                        ));
+                    }
                 }
             }
+            j.record(Step::BackedUp).map_err(|e| e.to_string())?;
         }
-        j.record(Step::BackedUp).map_err(|e| e.to_string())?;
+        remove_tree(&old_path).map_err(|e| format!("cannot remove {}: {e}", old_path.display()))?;
     }
-    remove_tree(&j.aside).map_err(|e| format!("cannot remove {}: {e}", j.aside.display()))?;
     Ok(note)
 }
 
@@ -396,13 +564,27 @@ pub fn recover(paths: &Paths) -> Result<Option<String>, JournalError> {
         .ok()
         .and_then(|c| c.client_endpoint(paths.conf()).ok())
         .unwrap_or_else(|| endpoint.clone());
-    let outcome = if j.rolling_back || (j.step < Step::Checked && j.had_old_data) {
-        roll_back(&rt, &j, &saved_endpoint, RECOVERY_START_LIMIT)
-    } else if j.step >= Step::Checked
-        || (j.step >= Step::Swapped && j.data_dir.join("member").is_dir())
+    if j.name.is_empty() {
+        j.name = conf.name.clone().unwrap_or_default();
+    }
+    let (restored, _) = j.locate();
+    let outcome = if j.rolling_back
+        || (restored != Place::DataDir && j.had_old_data)
+        || (j.step < Step::Checked && j.had_old_data)
     {
-        // Proven (or the only data there is): finish it, never undo it;
-        // if etcd will not serve it now, the next hook tries again.
+        // etcd starts right after `swapped` is recorded: from there on,
+        // a killed restore cannot tell whether it served.
+        let may_have_served = j.step >= Step::Swapped;
+        roll_back(
+            &rt,
+            &j,
+            &saved_endpoint,
+            RECOVERY_START_LIMIT,
+            may_have_served,
+        )
+    } else if restored == Place::DataDir || (j.step >= Step::Swapped && j.restored_id.is_none()) {
+        // Proven, or the only data there is: finish it, never undo it; if
+        // etcd will not serve it now, the next hook tries again.
         roll_forward(&rt, &mut j, &endpoint)
     } else {
         // There was no old data and the restored data never moved in:
@@ -506,6 +688,10 @@ mod tests {
             backup: None,
             started_at: "now".into(),
             rolling_back: false,
+            name: "m".into(),
+            restored_id: None,
+            restored_cluster: None,
+            was_enabled: true,
         };
         fs::write(path_for(&data), serde_json::to_vec(&j).expect("json")).expect("write");
         assert!(matches!(

@@ -18,6 +18,7 @@ use crate::archive::{ArchiveFile, OutputError};
 use crate::error::Error;
 use crate::etcd::client::{MemberInfo, MemberStatus};
 use crate::etcd::config::{update_file, ClientEndpoint};
+use crate::etcd::health;
 use crate::etcd::snapshot::hex;
 use crate::etcd::tool::{DbStatus, RestoreSpec, RestoreTool, ToolError};
 use crate::etcd::{id_hex, EtcdConfig, LocalMember};
@@ -228,37 +229,52 @@ fn check_space_for_backup(dir: &Path, file: &Path, need: u64) -> Result<(), Rest
     }
 }
 
-/// Step 6: stop, move the old data aside, move the restored data in,
-/// update the config, start, wait until healthy; each step journaled.
+/// Step 6: keep etcd from starting at boot, stop it, swap the restored
+/// data in, update the config, start, wait until healthy; each step
+/// journaled. The data dir is never missing: where the filesystem can, the
+/// old and restored trees trade places in one step.
 fn swap_in(
     rt: &tokio::runtime::Runtime,
     j: &mut Journal,
-    restored: &Path,
     updates: &[(&str, String)],
     endpoint: &ClientEndpoint,
     limit: Duration,
 ) -> Result<(MemberStatus, Vec<MemberInfo>), (&'static str, String)> {
     let journal = |e: JournalError| ("recording the restore's progress", e.to_string());
+    // A reboot from here on must not start etcd on half-swapped data; the
+    // journal's end enables it again.
+    service::disable().map_err(|e| ("keeping etcd from starting at boot", e.to_string()))?;
     service::stop().map_err(|e| ("stopping etcd", e.to_string()))?;
     if service::is_active() {
         return Err(("stopping etcd", "etcd is still running".into()));
     }
     j.record(Step::Stopped).map_err(journal)?;
-    if j.data_dir.exists() {
-        fs::rename(&j.data_dir, &j.aside)
-            .map_err(|e| ("moving the old data dir aside", e.to_string()))?;
-    }
-    fs::rename(restored, &j.data_dir)
-        .map_err(|e| ("moving the restored data into place", e.to_string()))?;
-    if let Some(parent) = j.data_dir.parent() {
-        fsutil::sync_dir(parent).map_err(|e| ("syncing the data dir's parent", e.to_string()))?;
+    let restored = j.restored_path();
+    let swapped = if j.data_dir.exists() {
+        match fsutil::exchange(&restored, &j.data_dir) {
+            Ok(()) => fs::rename(&restored, &j.aside),
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                fs::rename(&j.data_dir, &j.aside).and_then(|()| fs::rename(&restored, &j.data_dir))
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        fs::rename(&restored, &j.data_dir)
+    };
+    swapped.map_err(|e| ("swapping the restored data in", e.to_string()))?;
+    for dir in [j.data_dir.parent(), Some(j.staging.as_path())]
+        .into_iter()
+        .flatten()
+    {
+        fsutil::sync_dir(dir).map_err(|e| ("syncing the data dir's parent", e.to_string()))?;
     }
     update_file(&j.conf, updates).map_err(|e| ("updating the etcd config", e.to_string()))?;
     j.record(Step::Swapped).map_err(journal)?;
     service::start().map_err(|e| ("starting etcd on the restored data", e.to_string()))?;
     let ok = rt
-        .block_on(LocalMember::wait_healthy(endpoint, limit))
+        .block_on(health::wait_healthy(endpoint, &j.name, limit))
         .map_err(|e| ("waiting for etcd on the restored data", e))?;
+    j.restored_cluster = Some(ok.0.cluster_id);
     j.record(Step::Started).map_err(journal)?;
     Ok(ok)
 }
@@ -448,25 +464,50 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
         backup: backup.as_ref().map(|b| b.final_path().to_path_buf()),
         started_at: stamp.rfc3339(),
         rolling_back: false,
+        name: name.clone(),
+        restored_id: None,
+        restored_cluster: None,
+        was_enabled: true,
     };
     let undo = |mut journal: Journal, step: &'static str, reason: String| -> Error {
-        // If this process dies while undoing, recovery goes on undoing.
-        let _ = journal.record_rollback();
-        let outcome = match roll_back(&rt, &journal, &endpoint, p.start_timeout) {
-            Ok(done) => match journal.close() {
-                Ok(()) => done,
-                Err(e) => format!("{done} (cleaning up the restore's staging failed: {e})"),
-            },
-            Err(e) => format!(
-                "putting the old data back failed too ({e}); the unit retries on its next hook, and the old data is at {} until then",
-                if journal.aside.exists() { &journal.aside } else { &journal.data_dir }.display()
+        // Undo only once recovery would go on undoing if this process
+        // died: without that record a later hook could roll forward onto
+        // the old data. Then nothing moves, and the journal decides.
+        let (outcome, resolved) = match journal.record_rollback() {
+            Err(e) => (
+                format!(
+                    "it could not record that it is undoing the restore ({e}), so nothing was moved: the next hook finishes or undoes it from the journal"
+                ),
+                false,
             ),
+            Ok(()) => match roll_back(
+                &rt,
+                &journal,
+                &endpoint,
+                p.start_timeout,
+                journal.step >= Step::Started,
+            ) {
+                Ok(done) => match journal.close() {
+                    Ok(()) => (done, true),
+                    Err(e) => (
+                        format!("{done} (cleaning up the restore's staging failed: {e})"),
+                        true,
+                    ),
+                },
+                Err(e) => (
+                    format!("undoing it failed too ({e}); the unit retries on its next hook"),
+                    false,
+                ),
+            },
         };
-        Error::from(RestoreError::Failed {
+        let failed = RestoreError::Failed {
             step,
             reason,
             outcome,
-        })
+        };
+        let msg = failed.to_string();
+        crate::hooks::refresh_status(ctx.tools, &ctx.paths, (!resolved).then_some(msg.as_str()));
+        Error::from(failed)
     };
     let journal_err = |e: JournalError| RestoreError::Prepare {
         path: parent.clone(),
@@ -476,14 +517,11 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     // From here on the journal knows what to undo, even if this process dies.
     staging.keep();
 
-    let (status, members) = match swap_in(
-        &rt,
-        &mut journal,
-        &restored,
-        &updates,
-        &endpoint,
-        p.start_timeout,
-    ) {
+    let _ = ctx.tools.status_set(
+        crate::juju::Status::Maintenance,
+        "Restoring a snapshot: etcd is stopped while its data is swapped",
+    );
+    let (status, members) = match swap_in(&rt, &mut journal, &updates, &endpoint, p.start_timeout) {
         Ok(ok) => ok,
         Err((step, reason)) => return Err(undo(journal, step, reason)),
     };
@@ -563,6 +601,7 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
         ctx.progress(&format!("could not clean up the restore's staging: {e}"));
     }
     crate::actions::journal::clear_note(&ctx.paths);
+    crate::hooks::refresh_status(ctx.tools, &ctx.paths, None);
 
     ctx.progress(&format!(
         "restore done in {:.1} s, peak memory {}",

@@ -117,9 +117,11 @@ fn prepare_target(dir: &Path) -> Result<(), SnapshotError> {
     })
 }
 
-/// Removes all but the `keep` newest archives this charm named; other files
-/// are never touched. Returns the removed paths.
-pub fn prune(dir: &Path, keep: u64) -> std::io::Result<Vec<PathBuf>> {
+/// Retention: `just_written` and `keep - 1` archives named before it stay;
+/// older archives this charm named go. Names stamped after the one just
+/// written (a clock stepped back, an archive copied in) are never removed,
+/// nor is any file the charm did not name. Returns the removed paths.
+pub fn prune(dir: &Path, keep: u64, just_written: &str) -> std::io::Result<Vec<PathBuf>> {
     if keep == 0 {
         return Ok(Vec::new());
     }
@@ -127,12 +129,12 @@ pub fn prune(dir: &Path, keep: u64) -> std::io::Result<Vec<PathBuf>> {
         .filter_map(Result::ok)
         .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| is_snapshot_name(n))
+        .filter(|n| is_snapshot_name(n) && n.as_str() < just_written)
         .collect();
     // The UTC stamp sorts by time.
     names.sort_unstable_by(|a, b| b.cmp(a));
     let mut removed = Vec::new();
-    for name in names.into_iter().skip(keep as usize) {
+    for name in names.into_iter().skip(keep as usize - 1) {
         let path = dir.join(name);
         fs::remove_file(&path)?;
         removed.push(path);
@@ -282,7 +284,11 @@ async fn take(
     ));
 
     let mut r = Results::new();
-    match prune(&p.target, p.keep) {
+    let written = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match prune(&p.target, p.keep, &written) {
         Ok(removed) => {
             for path in &removed {
                 ctx.progress(&format!("removed old snapshot {}", path.display()));

@@ -27,6 +27,41 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const MAX_RATIO: u64 = 1100;
 const MAX_MANIFEST: u64 = 64 * 1024;
 const PAGE: u64 = 512;
+/// bbolt page sizes go up to 64 KiB; both meta pages fit in twice that.
+const META_HEAD: usize = 128 * 1024;
+
+/// FNV-1a, 64 bits: the checksum bbolt keeps in each meta page.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The size a bbolt db's newest valid meta page declares (its page count
+/// times its page size), or None when neither meta page is valid. A meta
+/// page: 16 bytes of page header, then magic, version, page size, flags,
+/// root bucket, freelist, page count, txid, and the checksum of all that.
+fn declared_db_size(head: &[u8]) -> Option<u64> {
+    let u32_at = |b: &[u8], o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |b: &[u8], o: usize| Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?));
+    let meta = |page: usize| -> Option<(u64, u64)> {
+        let m = head.get(page + 16..page + 80)?;
+        let page_size = u32_at(m, 8)?;
+        let valid = m[..4] == BBOLT_MAGIC
+            && u32_at(m, 4)? == 2
+            && page_size.is_power_of_two()
+            && (512..=65536).contains(&page_size)
+            && fnv1a64(&m[..56]) == u64_at(m, 56)?;
+        let (pgid, txid) = (u64_at(m, 40)?, u64_at(m, 48)?);
+        valid.then(|| (txid, pgid.saturating_mul(u64::from(page_size))))
+    };
+    let page_size = u32_at(head, 24).filter(|p| p.is_power_of_two() && *p >= 512)?;
+    [meta(0), meta(page_size as usize)]
+        .into_iter()
+        .flatten()
+        .max()
+        .map(|(_, size)| size)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -118,6 +153,7 @@ fn stage_db(
     let mut check = TrailerCheck::new(db_size);
     let mut plain = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
+    let mut head: Vec<u8> = Vec::with_capacity(META_HEAD.min(size as usize));
     let mut got = 0u64;
     while got < size {
         let want = buf.len().min((size - got) as usize);
@@ -133,6 +169,10 @@ fn stage_db(
         {
             return Err(VerifyError::NotDb("no bbolt header".into()));
         }
+        if head.len() < META_HEAD {
+            let take = n.min(META_HEAD - head.len());
+            head.extend_from_slice(&buf[..take]);
+        }
         if has_trailer {
             check.feed(&buf[..n]).map_err(VerifyError::Trailer)?;
         } else {
@@ -146,6 +186,19 @@ fn stage_db(
     } else {
         hex(&plain.finalize())
     };
+    // Without a trailer nothing else proves the db whole: a snapshot file
+    // cut at a page boundary looks like a raw db. A raw copy of a member's
+    // db may be longer than its data (bbolt grows the file ahead), never
+    // shorter than what its newest meta page declares.
+    match declared_db_size(&head) {
+        None => return Err(VerifyError::NotDb("no valid bbolt meta page".into())),
+        Some(declared) if db_size < declared => {
+            return Err(VerifyError::Damaged(format!(
+                "the db holds {db_size} bytes and its bbolt meta page declares {declared}: it is truncated"
+            )))
+        }
+        Some(_) => {}
+    }
     // No fsync: the staged copy is only the restore tool's input, and a
     // crash discards the staging dir anyway.
     out.flush().map_err(stage)?;
@@ -307,6 +360,32 @@ fn verify_tar_gz(path: &Path, len: u64, dest: &Path) -> Result<Staged, VerifyErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A db head with one meta page at `page`, as bbolt writes it.
+    fn meta_page(head: &mut [u8], page: usize, page_size: u32, pgid: u64, txid: u64) {
+        let m = &mut head[page + 16..page + 80];
+        m[..4].copy_from_slice(&BBOLT_MAGIC);
+        m[4..8].copy_from_slice(&2u32.to_le_bytes());
+        m[8..12].copy_from_slice(&page_size.to_le_bytes());
+        m[40..48].copy_from_slice(&pgid.to_le_bytes());
+        m[48..56].copy_from_slice(&txid.to_le_bytes());
+        let sum = fnv1a64(&m[..56]);
+        m[56..64].copy_from_slice(&sum.to_le_bytes());
+    }
+
+    #[test]
+    fn the_newest_valid_meta_page_declares_the_size() {
+        let mut head = vec![0u8; 8192];
+        meta_page(&mut head, 0, 4096, 10, 7);
+        meta_page(&mut head, 4096, 4096, 12, 8);
+        assert_eq!(declared_db_size(&head), Some(12 * 4096));
+        // A torn newest page: the older one counts.
+        head[4096 + 16 + 40] ^= 1;
+        assert_eq!(declared_db_size(&head), Some(10 * 4096));
+        head[16 + 40] ^= 1;
+        assert_eq!(declared_db_size(&head), None);
+        assert_eq!(declared_db_size(&head[..100]), None);
+    }
 
     #[test]
     fn entry_names_are_normalised_or_refused() {

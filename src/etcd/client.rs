@@ -63,6 +63,10 @@ pub struct MemberStatus {
     pub member_id: u64,
     pub leader: u64,
     pub raft_term: u64,
+    /// This member is a learner (it answers little but Status).
+    pub is_learner: bool,
+    /// What the member itself reports as wrong: no leader, raised alarms.
+    pub errors: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,7 +178,19 @@ impl LocalMember {
             member_id,
             leader: s.leader(),
             raft_term,
+            is_learner: s.is_learner(),
+            errors: s.errors().to_vec(),
         })
+    }
+
+    /// A linearizable read: it succeeds only when the cluster can commit,
+    /// that is when it has a leader and a quorum (as `etcdctl endpoint
+    /// health` asks). The key need not exist.
+    pub async fn quorum_read(&self, limit: Duration) -> Result<(), EtcdError> {
+        let mut kv = self.client.kv_client();
+        self.call_within(limit, "a quorum read", kv.get("health", None))
+            .await
+            .map(drop)
     }
 
     pub async fn members(&self) -> Result<Vec<MemberInfo>, EtcdError> {
@@ -222,28 +238,6 @@ impl LocalMember {
         self.call("member remove", c.member_remove(id))
             .await
             .map(drop)
-    }
-
-    /// Waits until the local member serves, with its member list; the
-    /// error says what the last attempt saw.
-    pub async fn wait_healthy(
-        endpoint: &ClientEndpoint,
-        limit: Duration,
-    ) -> Result<(MemberStatus, Vec<MemberInfo>), String> {
-        let deadline = std::time::Instant::now() + limit;
-        let mut last = String::from("no answer yet");
-        while std::time::Instant::now() < deadline {
-            match tokio::time::timeout(CALL_TIMEOUT, LocalMember::probe(endpoint)).await {
-                Ok(Ok(ok)) => return Ok(ok),
-                Ok(Err(e)) => last = e.to_string(),
-                Err(_) => last = format!("no answer within {} seconds", CALL_TIMEOUT.as_secs()),
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        Err(format!(
-            "etcd did not become healthy within {} seconds ({last})",
-            limit.as_secs()
-        ))
     }
 
     pub async fn snapshot(

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod config;
+pub mod health;
 pub mod render;
 pub mod snapshot;
 pub mod tool;

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Map;
 
-use super::{healthy, report_status, HookContext};
+use super::{report_health, HookContext};
 use crate::error::Error;
 use crate::etcd::config::ClientEndpoint;
+use crate::etcd::health::{self, Health};
 use crate::etcd::render::{write_if_changed, Bootstrap, Member, Options, TlsFiles, TlsPems};
-use crate::etcd::{EtcdConfig, LocalMember, MemberInfo, MemberStatus};
+use crate::etcd::{EtcdConfig, LocalMember, MemberInfo};
 use crate::fsutil;
 use crate::install::{self, Installed};
 use crate::juju::{LogLevel, Settings, Status};
@@ -30,7 +31,14 @@ pub const PEER: &str = "cluster";
 /// Clients relate here (interface `etcd`).
 pub const DB: &str = "db";
 const TOKEN: &str = "token";
-const BOOTSTRAPPED: &str = "bootstrapped";
+/// Leader setting: a cluster exists (its value: who made or held it).
+pub(super) const BOOTSTRAPPED: &str = "bootstrapped";
+/// Leader setting layer-etcd keeps (`etcd0=https://…:2380,…`): its
+/// cluster exists.
+const LAYER_ETCD_CLUSTER: &str = "cluster";
+/// Peer keys: this unit has an etcd config file / a data dir with a member.
+pub(super) const HAS_CONFIG: &str = "etcd-config";
+pub(super) const HAS_DATA: &str = "etcd-data";
 /// How long a hook waits for etcd to serve after starting it.
 const START_LIMIT: Duration = Duration::from_secs(60);
 /// How long the leader retries a promotion etcd refuses for now.
@@ -57,29 +65,51 @@ fn random_token() -> String {
     format!("etcd-cluster-{}", crate::etcd::snapshot::hex(&bytes))
 }
 
-/// Waits until the local member answers a status call (a learner answers
-/// nothing else).
-fn wait_serving(
+/// Checks this unit's member until it is healthy (or a learner, which is
+/// all a joining member can be) or `limit` passes; returns the last check.
+fn wait_for_member(
     rt: &tokio::runtime::Runtime,
     endpoint: &ClientEndpoint,
+    name: &str,
     limit: Duration,
-) -> Result<MemberStatus, String> {
+) -> Health {
     let deadline = Instant::now() + limit;
-    let mut last = "no answer yet".to_string();
-    while Instant::now() < deadline {
-        match rt.block_on(async {
-            let m = LocalMember::connect(endpoint).await?;
-            m.status().await
-        }) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e.to_string(),
+    loop {
+        let h = rt.block_on(health::check(endpoint, name));
+        let settled = matches!(h, Health::Healthy { .. } | Health::Learner { .. });
+        // A member that is not answering and whose process is gone will not
+        // answer by waiting (systemd says failed, or is restarting it).
+        let gone = !h.answers_as_itself() && !service::is_active();
+        if settled || gone || Instant::now() >= deadline {
+            return h;
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    Err(format!(
-        "etcd did not answer within {} seconds ({last})",
-        limit.as_secs()
-    ))
+}
+
+/// Whether a cluster exists that this unit has not joined: recorded by a
+/// leader, left by layer-etcd, or held by a peer (an etcd config, data, a
+/// started member). Peers that cannot be read count as holding one: a
+/// second cluster is never started on a guess. Returns who holds it.
+fn existing_cluster(ctx: &HookContext, rid: Option<&str>, settings: &Settings) -> Option<String> {
+    if let Some(who) = settings.get(BOOTSTRAPPED) {
+        return Some(who.clone());
+    }
+    if settings.contains_key(LAYER_ETCD_CLUSTER) {
+        return Some("layer-etcd".into());
+    }
+    let rid = rid?;
+    match peers(ctx, rid) {
+        Ok(peers) => peers
+            .into_iter()
+            .find(|(_, d)| {
+                [HAS_CONFIG, HAS_DATA, "started"]
+                    .iter()
+                    .any(|k| d.contains_key(*k))
+            })
+            .map(|(unit, d)| d.get("name").cloned().unwrap_or(unit)),
+        Err(e) => Some(format!("unknown (the peer relation cannot be read: {e})")),
+    }
 }
 
 /// What the peers published: unit → settings. Any read failing fails it
@@ -118,7 +148,7 @@ fn peer_endpoint(url: &str, tls: Option<&TlsFiles>, conf: &std::path::Path) -> C
     }
 }
 
-fn left_marker(ctx: &HookContext) -> std::path::PathBuf {
+pub(super) fn left_marker(ctx: &HookContext) -> std::path::PathBuf {
     ctx.paths.state_dir().join("left-cluster")
 }
 
@@ -135,13 +165,16 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     };
     let Some(mut inst) = inst else {
         // etcd laid out by hand (or by an older charm): report only.
-        return report_status(tools, ctx.paths);
+        return super::unmanaged::report(ctx);
     };
-    if left_marker(ctx).exists() {
-        tools.status_set(
-            Status::Maintenance,
-            "This unit left the cluster and is being removed",
-        )?;
+    if let Ok(left) = std::fs::read_to_string(left_marker(ctx)) {
+        // Leaving: a failed removal keeps its blocked status and etcd.
+        if !left.starts_with(super::leave::REMOVE_FAILED) {
+            tools.status_set(
+                Status::Maintenance,
+                "This unit left the cluster and is being removed",
+            )?;
+        }
         return Ok(());
     }
     let options = match options(ctx) {
@@ -204,21 +237,31 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     }
     let rid = tools.relation_ids(PEER)?.into_iter().next();
     if let Some(rid) = &rid {
+        let flag = |b: bool| if b { "true".to_string() } else { String::new() };
         tools.relation_set(
             rid,
             &[
                 ("name", name.clone()),
                 ("peer-url", member.peer_url()),
                 ("client-url", member.client_url()),
+                (HAS_CONFIG, flag(current.is_some())),
+                (HAS_DATA, flag(initialized)),
             ],
         )?;
     }
 
-    if leader && initialized && !settings.contains_key(BOOTSTRAPPED) {
-        // A cluster exists (this member's); make sure no leader ever
-        // bootstraps another.
-        tools.leader_set(&[(BOOTSTRAPPED, name.clone())])?;
-        settings.insert(BOOTSTRAPPED.into(), name.clone());
+    if leader && !settings.contains_key(BOOTSTRAPPED) {
+        // A cluster exists (this member's, or one a peer holds): record it
+        // so that no leader ever bootstraps another.
+        let held = if initialized {
+            Some(name.clone())
+        } else {
+            existing_cluster(ctx, rid.as_deref(), &settings)
+        };
+        if let Some(who) = held {
+            tools.leader_set(&[(BOOTSTRAPPED, who.clone())])?;
+            settings.insert(BOOTSTRAPPED.into(), who);
+        }
     }
     // A leader that has not joined the cluster yet adds itself through a
     // member that has.
@@ -286,7 +329,8 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         let _ = fsutil::create_private_dir(parent);
     }
     let active = service::is_active();
-    if (changed || tls_changed || new_binary) && active {
+    let restart = (changed || tls_changed || new_binary) && active;
+    if restart {
         ctx.log("the etcd config or binary changed; restarting etcd");
         service::restart().map_err(|e| Error::Hook(e.to_string()))?;
     } else if !active {
@@ -297,14 +341,21 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
 
     let endpoint = EtcdConfig::load(conf_path)?.client_endpoint(conf_path)?;
     let rt = crate::actions::runtime()?;
-    let serving = match wait_serving(&rt, &endpoint, START_LIMIT) {
-        Ok(s) => s,
-        Err(e) => {
-            tools.status_set(Status::Blocked, &e)?;
-            return Ok(());
-        }
+    // After a (re)start, give the member time to find its leader; else one
+    // look says how it is now.
+    let limit = if restart || !active {
+        START_LIMIT
+    } else {
+        Duration::ZERO
     };
-    let version = serving.version;
+    let health = wait_for_member(&rt, &endpoint, &name, limit);
+    let Some(version) = health
+        .status()
+        .filter(|_| health.answers_as_itself())
+        .map(|s| s.version.clone())
+    else {
+        return report_health(tools, ctx.paths, &health, None);
+    };
     let _ = tools.application_version_set(&version);
     if let Some(rid) = &rid {
         tools.relation_set(rid, &[("started", "true".to_string())])?;
@@ -313,10 +364,10 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     let mut waiting = None;
     if leader {
         if let Some(rid) = &rid {
-            let my_id = Some(serving.member_id);
-            // A leader whose own member is still a learner cannot list or
-            // change members through it: it goes through a started peer.
-            let via = if rt.block_on(LocalMember::probe(&endpoint)).is_ok() {
+            let my_id = health.status().map(|s| s.member_id);
+            // A leader whose own member cannot change the membership (a
+            // learner, or without quorum) goes through a started peer.
+            let via = if matches!(health, Health::Healthy { .. }) {
                 Some(endpoint.clone())
             } else {
                 started_peer(ctx, rid)
@@ -328,25 +379,12 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
             };
         }
     }
-    match rt.block_on(LocalMember::probe(&endpoint)) {
-        Ok((s, members)) => {
-            publish_clients(ctx, &members, &s.version, options.tls.as_ref());
-            let mut msg = healthy(members.len(), &s.version, ctx.paths);
-            if let Some(w) = waiting {
-                msg.push_str("; ");
-                msg.push_str(&w);
-            }
-            tools.status_set(Status::Active, &msg)?;
-        }
-        Err(_) => {
-            // A learner answers status and little else until promoted.
-            tools.status_set(
-                Status::Waiting,
-                &format!("etcd {version} runs as a learner; waiting for the leader to promote it"),
-            )?;
-        }
+    // Membership may have changed (a promotion): look again.
+    let health = rt.block_on(health::check(&endpoint, &name));
+    if let Health::Healthy { status, members } = &health {
+        publish_clients(ctx, members, &status.version, options.tls.as_ref());
     }
-    Ok(())
+    report_health(tools, ctx.paths, &health, waiting.as_deref())
 }
 
 /// The TLS files beside the config, as the old charm laid them out:
@@ -593,39 +631,4 @@ fn manage_members(
         ));
     }
     None
-}
-
-/// This unit is leaving the peer relation: take its member out of the
-/// cluster (while the others can still agree) and stop etcd.
-pub fn leave(ctx: &HookContext) -> Result<(), Error> {
-    let marker = left_marker(ctx);
-    let _ = fsutil::create_private_dir(&ctx.paths.state_dir());
-    let _ = fsutil::replace_file(&marker, b"left\n");
-    if let Ok(conf) = EtcdConfig::load(ctx.paths.conf()) {
-        let endpoint = conf.client_endpoint(ctx.paths.conf())?;
-        let rt = crate::actions::runtime()?;
-        let done = rt.block_on(async {
-            let m = LocalMember::connect(&endpoint).await?;
-            let s = m.status().await?;
-            let members = m.members().await?;
-            if members.len() > 1 {
-                m.remove(s.member_id).await?;
-                return Ok::<bool, crate::etcd::client::EtcdError>(true);
-            }
-            Ok(false)
-        });
-        match done {
-            Ok(true) => ctx.log("removed this unit's member from the cluster"),
-            Ok(false) => ctx.log("this unit's member is the last one; it stays as it is"),
-            Err(e) => ctx.log(&format!(
-                "could not remove this unit's member ({e}); the leader removes it"
-            )),
-        }
-    }
-    let _ = service::stop();
-    ctx.tools.status_set(
-        Status::Maintenance,
-        "Left the cluster; this unit is being removed",
-    )?;
-    Ok(())
 }

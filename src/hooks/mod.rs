@@ -4,10 +4,13 @@
 //! succeed quietly.
 
 mod cluster;
+mod leave;
+mod unmanaged;
 
 use crate::actions::journal;
 use crate::error::Error;
-use crate::etcd::{EtcdConfig, LocalMember};
+use crate::etcd::health::Health;
+use crate::etcd::EtcdConfig;
 use crate::install::{self, Installed};
 use crate::juju::{HookTools, JujuEnv, LogLevel, Status};
 use crate::lock::ActionLock;
@@ -42,12 +45,9 @@ pub fn run(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> R
             }
             Ok(())
         }
-        "stop" => {
-            let _ = service::stop();
-            Ok(())
-        }
+        "stop" => leave::stop(&ctx),
         "remove" => install::uninstall(paths).map_err(|e| Error::Hook(e.to_string())),
-        n if n.ends_with("-relation-departed") && departing_self => cluster::leave(&ctx),
+        n if n.ends_with("-relation-departed") && departing_self => leave::leave(&ctx),
         n if n.ends_with("-relation-broken") && departing_self => Ok(()),
         "config-changed"
         | "start"
@@ -128,34 +128,76 @@ fn resolve_interrupted(tools: &dyn HookTools, paths: &Paths) -> Result<bool, Err
     Ok(true)
 }
 
-/// The status of a unit whose etcd the charm did not install (laid out by
-/// hand): healthy with its member count, or blocked with the reason.
-fn report_status(tools: &dyn HookTools, paths: &Paths) -> Result<(), Error> {
-    let conf = match EtcdConfig::load(paths.conf()) {
-        Ok(c) => c,
-        Err(e) => {
-            tools.status_set(Status::Blocked, &e.to_string())?;
-            return Ok(());
-        }
-    };
-    let endpoint = conf.client_endpoint(paths.conf())?;
-    let rt = crate::actions::runtime()?;
-    match rt.block_on(LocalMember::probe(&endpoint)) {
-        Ok((s, members)) => {
-            tools.status_set(Status::Active, &healthy(members.len(), &s.version, paths))?
-        }
-        Err(e) => tools.status_set(Status::Blocked, &e.to_string())?,
+/// The status after an action changed etcd (a restore, or its undo):
+/// `blocked` with the action's sentence while something is `unresolved`,
+/// else from this unit's member's health. Best effort: the action's own
+/// outcome is what the operator is waiting for.
+pub fn refresh_status(tools: &dyn HookTools, paths: &Paths, unresolved: Option<&str>) {
+    if let Some(msg) = unresolved {
+        let _ = tools.status_set(Status::Blocked, msg);
+        return;
     }
-    Ok(())
+    let Ok(conf) = EtcdConfig::load(paths.conf()) else {
+        return;
+    };
+    let (Ok(endpoint), Ok(rt)) = (
+        conf.client_endpoint(paths.conf()),
+        crate::actions::runtime(),
+    ) else {
+        return;
+    };
+    let name = conf.name.clone().unwrap_or_default();
+    let health = rt.block_on(crate::etcd::health::check(&endpoint, &name));
+    let _ = report_health(tools, paths, &health, None);
 }
 
-/// "Healthy with N known peers (etcd V)", plus any recent recovery note.
-fn healthy(n: usize, version: &str, paths: &Paths) -> String {
-    let plural = if n == 1 { "" } else { "s" };
-    let mut msg = format!("Healthy with {n} known peer{plural} (etcd {version})");
+/// Sets the workload status from this unit's member's health: active only
+/// when it is healthy; otherwise what is wrong, and for a member that does
+/// not answer, what systemd and its log say. `pending` is what the leader
+/// still has to do; a recent recovery note is added too.
+fn report_health(
+    tools: &dyn HookTools,
+    paths: &Paths,
+    health: &Health,
+    pending: Option<&str>,
+) -> Result<(), Error> {
+    let (status, mut msg) = match health {
+        Health::Healthy { status, members } => {
+            let n = members.len();
+            let plural = if n == 1 { "" } else { "s" };
+            (
+                Status::Active,
+                format!(
+                    "Healthy with {n} known peer{plural} (etcd {})",
+                    status.version
+                ),
+            )
+        }
+        Health::Learner { status } => (
+            Status::Waiting,
+            format!(
+                "etcd {} runs as a learner; waiting for the leader to promote it",
+                status.version
+            ),
+        ),
+        Health::NotThisMember { .. } | Health::Down { .. } => (
+            Status::Blocked,
+            format!(
+                "{}; {}",
+                health.problem().unwrap_or_default(),
+                service::failure_detail()
+            ),
+        ),
+        _ => (Status::Blocked, health.problem().unwrap_or_default()),
+    };
+    if let Some(p) = pending {
+        msg.push_str("; ");
+        msg.push_str(p);
+    }
     if let Some(note) = journal::recent_note(paths) {
         msg.push_str("; ");
         msg.push_str(&note);
     }
-    msg
+    tools.status_set(status, &msg)?;
+    Ok(())
 }

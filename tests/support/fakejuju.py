@@ -20,15 +20,17 @@ Commands (for the test harness and ./charm demo):
   init-unit UNIT_DIR --unit NAME --charm-dir DIR --etcd-bin DIR --conf PATH --root DIR
             [--model DIR] [--address IP]
   run-action UNIT_DIR ACTION [key=value ...] [--json] [--timeout SECS]
-  run-hook UNIT_DIR HOOK [--json]
+  run-hook UNIT_DIR HOOK [--json] [--relation RID --remote UNIT [--departing UNIT]]
   resource UNIT_DIR NAME [FILE]   attach a resource (no FILE: detach)
   add-unit MODEL UNIT_DIR [--lead] install, leader-elected (first unit, or --lead) or leader-settings-changed,
                                   config-changed, start, join the peer relation; settle
-  remove-unit MODEL UNIT          departed on both sides, broken, stop, remove; settle
+  remove-unit MODEL UNIT          departed on both sides, stop, remove (a peer relation
+                                  has no broken hook on the leaving unit); settle
   config MODEL key=value ...      juju config: validate, config-changed everywhere; settle
   run-all MODEL HOOK              one hook on every unit (update-status); settle
   relate MODEL ENDPOINT REMOTE    a relation to another application (its unit played by the test)
   settle MODEL                    run queued hooks until none are left
+  reboot UNIT_DIR                 kill etcd at once, then start it if enabled (boot)
 """
 
 import json
@@ -65,6 +67,7 @@ TOOLS = sorted(
         "close-port",
         "opened-ports",
         "systemctl",
+        "journalctl",
         "snap",
     }
 )
@@ -690,7 +693,25 @@ def stop_etcd(unit):
         os.kill(pid, signal.SIGKILL)
         while etcd_pid(unit) and time.time() < deadline + 5:
             time.sleep(0.05)
+    # A stopped service has no main pid; a pid file left behind names a
+    # process that died on its own, which systemd reports as failed.
+    try:
+        os.remove(svc(unit, "etcd.pid"))
+    except FileNotFoundError:
+        pass
     append_jsonl(svc(unit, "events.jsonl"), {"event": "stop", "pid": pid, "time": time.time()})
+
+
+def is_enabled(unit):
+    """Enabled unless disabled: the snap (and the charm's unit file) enable
+    the service when they install it."""
+    return not os.path.exists(svc(unit, "disabled"))
+
+
+def service_state(unit):
+    if etcd_pid(unit) is not None:
+        return "active"
+    return "failed" if os.path.exists(svc(unit, "etcd.pid")) else "inactive"
 
 
 def tool_systemctl(unit, args):
@@ -714,15 +735,79 @@ def tool_systemctl(unit, args):
         stop_etcd(unit)
         start_etcd(unit)
     elif verb == "is-active":
-        active = etcd_pid(unit) is not None
+        state = service_state(unit)
         if not quiet:
-            print("active" if active else "inactive")
-        if not active:
+            print(state)
+        if state != "active":
             raise ToolError("", 3)
+    elif verb == "is-enabled":
+        enabled = is_enabled(unit)
+        if not quiet:
+            print("enabled" if enabled else "disabled")
+        if not enabled:
+            raise ToolError("", 1)
     elif verb in ("enable", "disable"):
+        if verb == "disable":
+            with open(svc(unit, "disabled"), "w"):
+                pass
+        elif os.path.exists(svc(unit, "disabled")):
+            os.remove(svc(unit, "disabled"))
         append_jsonl(svc(unit, "events.jsonl"), {"event": verb, "time": time.time()})
     else:
         raise ToolError(f'Unknown command verb {verb}.', 1)
+
+
+def tool_journalctl(unit, args):
+    """journalctl -u snap.etcd.etcd -n N --no-pager -o cat: the service's
+    last log lines (etcd's output, as the journal keeps it)."""
+    lines, name, i = 10, None, 0
+    while i < len(args):
+        a = args[i]
+        if a in ("-u", "--unit"):
+            name, i = args[i + 1], i + 2
+        elif a in ("-n", "--lines"):
+            lines, i = int(args[i + 1]), i + 2
+        elif a in ("-o", "--output"):
+            if args[i + 1] != "cat":
+                raise ToolError(f"fake journalctl: output {args[i + 1]} not played", 1)
+            i += 2
+        elif a == "--no-pager":
+            i += 1
+        else:
+            raise ToolError(f"journalctl: unrecognized option '{a}'", 1)
+    if name is None or name.removesuffix(".service") != SERVICE:
+        print("-- No entries --")
+        return
+    try:
+        with open(svc(unit, "etcd.log"), errors="replace") as f:
+            text = f.read().splitlines()
+    except FileNotFoundError:
+        text = []
+    for line in text[-lines:] if lines > 0 else []:
+        print(line)
+
+
+def cmd_reboot(argv):
+    """The machine restarts: every process dies at once (no clean stop),
+    then systemd starts the services enabled at boot."""
+    unit = os.path.abspath(argv[0])
+    pid = etcd_pid(unit)
+    if pid:
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        while etcd_pid(unit) and time.time() < deadline:
+            time.sleep(0.05)
+    try:
+        os.remove(svc(unit, "etcd.pid"))
+    except FileNotFoundError:
+        pass
+    append_jsonl(svc(unit, "events.jsonl"), {"event": "reboot", "time": time.time()})
+    started = False
+    if is_enabled(unit):
+        start_etcd(unit)
+        started = True
+    print(json.dumps({"started_at_boot": started}))
+    return 0
 
 
 TOOL_FUNCS = {
@@ -747,6 +832,7 @@ TOOL_FUNCS = {
     "close-port": tool_close_port,
     "opened-ports": tool_opened_ports,
     "systemctl": tool_systemctl,
+    "journalctl": tool_journalctl,
     "snap": tool_snap,
 }
 
@@ -1207,7 +1293,8 @@ def cmd_remove_unit(argv):
         ran.append(fire(odir, f"{PEER}-relation-departed", relation_env(rid, me, me)))
         see(udir, rid, other, False)
         ran.append(fire(udir, f"{PEER}-relation-departed", relation_env(rid, other, me)))
-    ran.append(fire(udir, f"{PEER}-relation-broken", relation_env(rid, "")))
+    # No relation-broken for a peer relation on the leaving unit (Juju's
+    # uniter: remoteBroken && !isPeer); then stop and remove.
     ran.append(fire(udir, "stop"))
     ran.append(fire(udir, "remove"))
     state = model_state(model)
@@ -1267,9 +1354,14 @@ def cmd_settle(argv):
 
 
 def run_hook(argv):
+    """One hook; --relation RID --remote UNIT [--departing UNIT] give it
+    the relation environment Juju sets for a relation hook."""
     unit = os.path.abspath(argv[0])
     name = argv[1]
     extra = {"__legacy": "1"} if "--legacy" in argv else {}
+    opts = dict(zip(argv[2::1], argv[3::1]))
+    if "--relation" in opts:
+        extra.update(relation_env(opts["--relation"], opts.get("--remote", ""), opts.get("--departing", "")))
     outcome = fire(unit, name, extra)
     if "--json" in argv:
         print(json.dumps(outcome, sort_keys=True))
@@ -1310,6 +1402,7 @@ def main(argv):
         "run-all": cmd_run_all,
         "settle": cmd_settle,
         "relate": cmd_relate,
+        "reboot": cmd_reboot,
     }
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)

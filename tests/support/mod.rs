@@ -434,6 +434,21 @@ impl Unit {
         Unit::init(under, etcd, spec, conf, &[])
     }
 
+    /// A unit whose etcd was laid out by hand (config, data dir, service)
+    /// in the shared `model`: the charm finds it there and only reports.
+    pub fn hand_laid(under: &Path, etcd: &Etcd, spec: Spec, model: &Path) -> Unit {
+        let unit = Unit::new(under, etcd, spec);
+        let model = model.display().to_string();
+        let ip = unit.spec.ip.clone();
+        Unit::init(
+            under,
+            etcd,
+            unit.spec.clone(),
+            unit.conf.clone(),
+            &["--model", &model, "--address", &ip],
+        )
+    }
+
     /// A unit as Juju deploys it: nothing on it yet, its address from
     /// `network-get`, sharing `model` with the other units. The charm
     /// installs and configures etcd itself.
@@ -512,6 +527,25 @@ impl Unit {
             .args([verb, "snap.etcd.etcd"])
             .output()
             .expect("fake systemctl")
+    }
+
+    /// Whether the fake systemd starts etcd at boot.
+    pub fn is_enabled(&self) -> bool {
+        self.systemctl("is-enabled").status.success()
+    }
+
+    /// The machine restarts: etcd is killed at once, then started if it is
+    /// enabled at boot. Returns whether it was started.
+    pub fn reboot(&self) -> bool {
+        let out = python()
+            .arg(fakejuju())
+            .arg("reboot")
+            .arg(&self.dir)
+            .output()
+            .expect("fakejuju reboot");
+        assert!(out.status.success(), "reboot: {out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("reboot json");
+        v["started_at_boot"].as_bool().expect("started_at_boot")
     }
 
     /// Starts etcd through the fake systemctl and waits until it serves.
@@ -1069,7 +1103,7 @@ impl Model {
         self.fake(&["add-unit", &dir, &udir, "--lead"])
     }
 
-    /// `juju remove-unit`: departed on both sides, broken, stop, remove.
+    /// `juju remove-unit`: departed on both sides, stop, remove.
     pub fn remove_unit(&mut self, name: &str) -> Vec<Value> {
         let dir = self.dir.display().to_string();
         let ran = self.fake(&["remove-unit", &dir, name]);
@@ -1134,5 +1168,75 @@ impl Model {
         )
         .unwrap_or(Value::Null);
         v["leader"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// A plain TCP relay on loopback: whatever connects to `listen` is joined
+/// to `to`. It holds the port while it runs (so nothing else can bind
+/// it) and makes another server answer there. Stopped when dropped.
+pub struct Relay(Child);
+
+const RELAY: &str = r#"
+import socket, sys, threading
+lip, lport, tip, tport = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+ls = socket.socket()
+ls.bind((lip, lport))
+ls.listen(64)
+print("ready", flush=True)
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except OSError:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+while True:
+    c, _ = ls.accept()
+    try:
+        u = socket.create_connection((tip, tport), timeout=5)
+    except OSError:
+        c.close()
+        continue
+    u.settimeout(None)
+    threading.Thread(target=pipe, args=(c, u), daemon=True).start()
+    threading.Thread(target=pipe, args=(u, c), daemon=True).start()
+"#;
+
+impl Relay {
+    pub fn start(listen: (&str, u16), to: (&str, u16)) -> Relay {
+        use std::io::BufRead;
+        let mut child = python()
+            .args([
+                "-c",
+                RELAY,
+                listen.0,
+                &listen.1.to_string(),
+                to.0,
+                &to.1.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the relay");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("relay stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("relay ready line");
+        assert_eq!(line.trim(), "ready", "the relay did not bind {listen:?}");
+        Relay(child)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
