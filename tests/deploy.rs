@@ -537,13 +537,9 @@ fn status_of(hook: &serde_json::Value) -> (String, String) {
     )
 }
 
-/// "Healthy" is about this unit's member, with a leader and quorum: one
-/// three-unit model goes through a unit whose etcd cannot start while
-/// another member answers on its address, a cluster without quorum, and a
-/// departing unit that cannot remove its member.
-#[test]
-fn status_tells_the_truth_about_this_units_member() {
-    let t = TestDir::new("deploy-health");
+/// Three units, formed and healthy.
+fn three_units(name: &str) -> (TestDir, Model) {
+    let t = TestDir::new(name);
     let mut model = Model::new(t.path(), &Etcd::get(V35));
     for n in 0..3 {
         model.add_unit(n);
@@ -552,11 +548,16 @@ fn status_tells_the_truth_about_this_units_member() {
     for u in &model.units {
         assert_healthy(u, 3);
     }
-    let port = model.client_port;
+    (t, model)
+}
 
-    // etcd/1's etcd is down and its client port is taken by a relay to
-    // etcd/0's member: a probe of etcd/1's URL is answered, but not by
-    // etcd/1's member, and its etcd cannot start.
+/// etcd/1's etcd is down and its client port is taken by a relay to
+/// etcd/0's member: a probe of etcd/1's URL is answered, but not by
+/// etcd/1's member, and its etcd cannot start. Not `active`.
+#[test]
+fn a_unit_whose_etcd_cannot_start_is_not_healthy() {
+    let (_t, model) = three_units("deploy-port-taken");
+    let port = model.client_port;
     let u1 = model.unit("etcd/1");
     assert!(u1.systemctl("stop").status.success());
     let relay = Relay::start((&u1.spec.ip, port), (&model.unit("etcd/0").spec.ip, port));
@@ -573,9 +574,15 @@ fn status_tells_the_truth_about_this_units_member() {
     let (status, msg) = status_of(&hook);
     assert_eq!(status, "active", "{msg}");
     assert!(msg.starts_with("Healthy with 3 known peers"), "{msg}");
+}
 
-    // Two of three members stopped: the third answers for itself, but the
-    // cluster cannot commit.
+/// Two of three members stopped: the third answers for itself, but the
+/// cluster cannot commit. Then the leader departs: it cannot remove its
+/// member, so etcd keeps running and the unit says why; its stop hook
+/// tries once more, then stops etcd, saying so loudly.
+#[test]
+fn no_quorum_is_not_healthy_and_a_member_that_cannot_leave_says_so() {
+    let (_t, model) = three_units("deploy-no-quorum");
     for name in ["etcd/1", "etcd/2"] {
         assert!(model.unit(name).systemctl("stop").status.success());
     }
@@ -586,8 +593,6 @@ fn status_tells_the_truth_about_this_units_member() {
     assert_eq!(status, "blocked", "{msg}");
     assert!(msg.contains("no quorum"), "{msg}");
 
-    // The leader departs while the others are down: it cannot remove its
-    // member, so etcd keeps running and the unit says why.
     let hook = u0.run_hook_with(
         "cluster-relation-departed",
         &[
@@ -611,7 +616,6 @@ fn status_tells_the_truth_about_this_units_member() {
         u0.etcd_pid().is_some(),
         "etcd was stopped with its member still voting"
     );
-    // The stop hook tries once more, then stops etcd, saying so loudly.
     let hook = u0.run_hook("stop");
     assert_eq!(hook["exit_code"], 0, "{hook}");
     assert!(u0.etcd_pid().is_none());
@@ -661,9 +665,9 @@ fn an_alarm_is_not_healthy() {
     assert!(msg.contains("NOSPACE"), "{msg}");
 }
 
-/// Units whose etcd the charm did not install (laid out by hand, or left
-/// by another charm) form a cluster; a new unit that becomes leader must
-/// not bootstrap a second one beside it.
+/// Units whose etcd the charm did not install (left by another charm that
+/// `juju refresh` replaced with this one) form a cluster; a new unit that
+/// becomes leader must not bootstrap a second one beside it.
 #[test]
 fn a_new_leader_never_bootstraps_beside_hand_laid_units() {
     let t = TestDir::new("deploy-hand-laid");
@@ -702,7 +706,7 @@ fn a_new_leader_never_bootstraps_beside_hand_laid_units() {
     let id = cluster_id(&units[0]);
     units[0].put("/hand/laid", "the-only-cluster");
     for u in units {
-        model.deploy(u);
+        model.adopt(u);
     }
     for u in &model.units {
         assert_healthy(u, 2);
@@ -723,14 +727,13 @@ fn a_new_leader_never_bootstraps_beside_hand_laid_units() {
         let (names, _) = members(u);
         assert!(names.contains(&"etcd0".to_string()), "{names:?}");
     }
-    // Clients are never pointed at a cluster of its own.
+    // Clients are never pointed at a cluster of etcd/2's own: its
+    // connection string names the hand-laid members too.
     let rid = model.relate("db", "client/0");
-    for name in ["etcd/0", "etcd/1"] {
-        let data = model.relation_data(&rid, name);
-        let urls = data.get("connection_string").cloned().unwrap_or_default();
-        assert!(
-            urls.contains(&model.unit("etcd/0").spec.ip),
-            "{name}: {urls}"
-        );
+    let data = model.relation_data(&rid, "etcd/2");
+    let urls = data.get("connection_string").cloned().unwrap_or_default();
+    for name in ["etcd/0", "etcd/1", "etcd/2"] {
+        let ip = &model.unit(name).spec.ip;
+        assert!(urls.contains(&format!("//{ip}:")), "{name}: {urls}");
     }
 }

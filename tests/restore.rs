@@ -351,9 +351,13 @@ fn other_formats(version: &'static str) {
     let cut = s.t.path().join("cut.db");
     fs::write(&cut, &bytes[..cut_at as usize]).expect("write cut");
     let before = tree(&s.unit.root.join("var/snap"));
-    let o = s
-        .unit
-        .run_action("restore", &[&format!("source={}", cut.display())]);
+    let o = s.unit.run_action(
+        "restore",
+        &[
+            &format!("source={}", cut.display()),
+            &format!("target={}", s.t.path().join("backups").display()),
+        ],
+    );
     o.assert_failed_with("it is truncated");
     assert!(o.message.contains("etcd was not touched"), "{}", o.message);
     assert_eq!(tree(&s.unit.root.join("var/snap")), before);

@@ -87,14 +87,11 @@ fn wait_for_member(
     }
 }
 
-/// Whether a cluster exists that this unit has not joined: recorded by a
-/// leader, left by layer-etcd, or held by a peer (an etcd config, data, a
-/// started member). Peers that cannot be read count as holding one: a
-/// second cluster is never started on a guess. Returns who holds it.
+/// Whether a cluster exists that no leader recorded: one layer-etcd left,
+/// or one a peer holds (an etcd config, data, a started member). Peers
+/// that cannot be read count as holding one: a second cluster is never
+/// started on a guess. Returns who holds it.
 fn existing_cluster(ctx: &HookContext, rid: Option<&str>, settings: &Settings) -> Option<String> {
-    if let Some(who) = settings.get(BOOTSTRAPPED) {
-        return Some(who.clone());
-    }
     if settings.contains_key(LAYER_ETCD_CLUSTER) {
         return Some("layer-etcd".into());
     }

@@ -22,8 +22,10 @@ Commands (for the test harness and ./charm demo):
   run-action UNIT_DIR ACTION [key=value ...] [--json] [--timeout SECS]
   run-hook UNIT_DIR HOOK [--json] [--relation RID --remote UNIT [--departing UNIT]]
   resource UNIT_DIR NAME [FILE]   attach a resource (no FILE: detach)
-  add-unit MODEL UNIT_DIR [--lead] install, leader-elected (first unit, or --lead) or leader-settings-changed,
-                                  config-changed, start, join the peer relation; settle
+  add-unit MODEL UNIT_DIR [--lead] [--refreshed]
+                                  install, leader-elected (first unit, or --lead) or leader-settings-changed,
+                                  config-changed, start, join the peer relation; settle. --refreshed: a
+                                  unit another charm ran until `juju refresh`: upgrade-charm, config-changed
   remove-unit MODEL UNIT          departed on both sides, stop, remove (a peer relation
                                   has no broken hook on the leaving unit); settle
   config MODEL key=value ...      juju config: validate, config-changed everywhere; settle
@@ -1226,7 +1228,11 @@ def cmd_add_unit(argv):
     # The peer relation exists from the start, with no one in it yet.
     see(udir, rid, me, False)
     ran = []
-    first = ["install"]
+    refreshed = "--refreshed" in argv
+    # A unit that ran another charm until `juju refresh` switched it to
+    # this one: no install, start or leader-elected, only upgrade-charm
+    # and config-changed (Juju's uniter after a charm upgrade).
+    first = ["upgrade-charm"] if refreshed else ["install"]
     if "--lead" in argv:
         # Leadership moves to the new unit as it arrives (the old leader's
         # machine went away, say): it starts as leader without a member.
@@ -1234,10 +1240,11 @@ def cmd_add_unit(argv):
     if not state.get("leader"):
         state["leader"] = me
         save_model(model, state)
-        first.append("leader-elected")
-    else:
+        if not refreshed:
+            first.append("leader-elected")
+    elif not refreshed:
         first.append("leader-settings-changed")
-    for hook in first + ["config-changed", "start"]:
+    for hook in first + (["config-changed"] if refreshed else ["config-changed", "start"]):
         ran.append(fire(udir, hook))
         if ran[-1]["exit_code"] != 0:
             # A failed hook puts the unit in error: Juju runs nothing more

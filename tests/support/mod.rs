@@ -107,6 +107,20 @@ impl Drop for TestDir {
     }
 }
 
+/// Claims `port` for this test run across processes (a test runner may
+/// run each test in its own process): the first to create the claim file
+/// has it. Claims live in a directory per run.
+fn claim_port(port: u16) -> bool {
+    let run = std::env::var("NEXTEST_RUN_ID").unwrap_or_else(|_| std::process::id().to_string());
+    let dir = std::env::temp_dir().join(format!("etcd-charm-tests/ports-{run}"));
+    let _ = fs::create_dir_all(&dir);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir.join(port.to_string()))
+        .is_ok()
+}
+
 /// A port free on every given address, never handed out twice in a run.
 pub fn free_port(ips: &[&str]) -> u16 {
     static TAKEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
@@ -119,7 +133,7 @@ pub fn free_port(ips: &[&str]) -> u16 {
             .iter()
             .all(|ip| TcpListener::bind((*ip, port)).is_ok());
         let mut t = taken.lock().expect("port set");
-        if all_free && t.insert(port) {
+        if all_free && t.insert(port) && claim_port(port) {
             return port;
         }
     }
@@ -1086,6 +1100,15 @@ impl Model {
         let udir = unit.dir.display().to_string();
         self.units.push(unit);
         self.fake(&["add-unit", &dir, &udir])
+    }
+
+    /// A unit that another charm ran until `juju refresh` switched it to
+    /// this one: it joins the model without this charm's install hook.
+    pub fn adopt(&mut self, unit: Unit) -> Vec<Value> {
+        let dir = self.dir.display().to_string();
+        let udir = unit.dir.display().to_string();
+        self.units.push(unit);
+        self.fake(&["add-unit", &dir, &udir, "--refreshed"])
     }
 
     pub fn add_unit(&mut self, n: usize) -> Vec<Value> {
