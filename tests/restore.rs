@@ -286,7 +286,8 @@ fn refuses_when_etcd_is_down_and_peers_are_related() {
     .expect("relations");
     s.unit.kill_etcd();
     let before = tree(&s.unit.root.join("var/snap"));
-    let o = s.unit.run_action("restore", &[]);
+    let target = format!("target={}", s.t.path().join("backups").display());
+    let o = s.unit.run_action("restore", &[&target]);
     o.assert_failed_with("the cluster has 2 members (etcd1, etcd/2)");
     assert_eq!(tree(&s.unit.root.join("var/snap")), before);
 }
@@ -375,9 +376,13 @@ fn other_formats(version: &'static str) {
         .expect("tar");
     assert!(ok.success());
     let before = tree(&s.unit.root.join("var/snap"));
-    let o = s
-        .unit
-        .run_action("restore", &[&format!("source={}", v2.display())]);
+    let o = s.unit.run_action(
+        "restore",
+        &[
+            &format!("source={}", v2.display()),
+            &format!("target={}", s.t.path().join("backups").display()),
+        ],
+    );
     o.assert_failed_with("v2-store backup");
     assert_eq!(tree(&s.unit.root.join("var/snap")), before);
 }
@@ -535,12 +540,18 @@ fn refuses_bad_archives(version: &'static str) {
     }
 
     // No snapshot supplied: missing, then zero-byte resource.
-    let o = unit.run_action("restore", &[]);
+    let o = unit.run_action(
+        "restore",
+        &[&format!("target={}", dir.join("backups").display())],
+    );
     o.assert_failed_with("juju attach-resource etcd snapshot=");
     let empty = dir.join("empty.tar.gz");
     fs::write(&empty, b"").expect("write");
     attach(unit, Some(&empty));
-    let o = unit.run_action("restore", &[]);
+    let o = unit.run_action(
+        "restore",
+        &[&format!("target={}", dir.join("backups").display())],
+    );
     o.assert_failed_with("juju attach-resource etcd snapshot=");
 
     assert_eq!(stop_events(unit), 0, "etcd was never stopped");
@@ -683,6 +694,7 @@ fn bump_refused(version: &'static str) {
         "restore",
         &[
             &format!("source={}", s.archive.display()),
+            &format!("target={}", s.t.path().join("backups").display()),
             "bump-revision=1000",
         ],
     );

@@ -359,7 +359,9 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     }
 
     let mut waiting = None;
-    if leader {
+    // Without quorum no membership change can commit: nothing to try.
+    let can_manage = !matches!(health, Health::NoQuorum { .. });
+    if leader && can_manage {
         if let Some(rid) = &rid {
             let my_id = health.status().map(|s| s.member_id);
             // A leader whose own member cannot change the membership (a

@@ -102,6 +102,16 @@ etcdctl get --prefix --keys-only /registry | sed '/^$/d'
 show "etcdctl member list -w table"
 etcdctl member list -w table
 
+step "two members' etcd goes down: etcd/0 answers for itself, but says the cluster lost quorum"
+for n in 1 2; do "$work/etcd-$n/bin/systemctl" stop snap.etcd.etcd; done
+show "juju status etcd/0   (after its update-status hook)"
+python3 "$fake" run-hook "$work/etcd-0" update-status --json |
+    python3 -c 'import json,sys; s=json.load(sys.stdin)["status"]; print("  etcd/0       %-8s %s" % (s["status"], s["message"]))'
+step "their next hooks start them again"
+python3 "$fake" run-all "$work/model-etcd" update-status >/dev/null
+python3 "$fake" run-all "$work/model-etcd" update-status >/dev/null
+status etcd
+
 step "the operator takes a snapshot"
 show "juju run etcd/0 snapshot target=$work/snapshots"
 python3 "$fake" run-action "$work/etcd-0" snapshot "target=$work/snapshots"
