@@ -108,12 +108,12 @@ pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     }
 }
 
-/// A directory's identity (device, inode): it survives renames, so a tree
-/// can be found again whatever name it ended under.
-pub fn dir_id(path: &Path) -> Option<(u64, u64)> {
+/// A directory's inode: it survives renames (and reboots) within its
+/// filesystem, so a tree can be found again whatever name it ended under.
+pub fn dir_ino(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     let m = fs::symlink_metadata(path).ok()?;
-    m.is_dir().then(|| (m.dev(), m.ino()))
+    m.is_dir().then(|| m.ino())
 }
 
 /// Moves a finished file to its final name without ever replacing an

@@ -775,8 +775,9 @@ fn a_unit_without_old_data_is_told_the_truth() {
 }
 
 /// etcd will not start at all, on the restored data nor after the undo:
-/// the unit is left `blocked` with the reason, and the next hook finishes
-/// the undo once etcd starts.
+/// the undo still finishes (data and config final, the journal gone, etcd
+/// enabled at boot again), says what is on disk, and the unit is
+/// `blocked` with why etcd is not serving, until etcd starts.
 #[test]
 fn a_restore_that_cannot_bring_etcd_back_blocks() {
     let s = scene("restore-cannot-start", V35);
@@ -790,20 +791,27 @@ fn a_restore_that_cannot_bring_etcd_back_blocks() {
         ],
     );
     o.assert_failed_with("the restore failed while starting etcd on the restored data");
-    assert!(o.message.contains("undoing it failed too"), "{}", o.message);
     assert!(
         o.message
-            .contains("etcd did not start on the restored data, which stays in"),
+            .contains("this unit had no data before the restore, so the restored data stays in"),
         "{}",
         o.message
     );
+    assert!(
+        o.message.contains("but etcd did not start on it"),
+        "{}",
+        o.message
+    );
+    assert!(!o.message.contains("old data is back"), "{}", o.message);
     let (status, msg) = fresh.status_line();
     assert_eq!(status, "blocked", "{msg}");
-    assert!(msg.contains("undoing it failed too"), "{msg}");
-    // The fault is spent: the next hook finishes the undo.
+    assert!(msg.contains("this unit's etcd is not serving"), "{msg}");
+    let parent = fresh.data_dir().parent().expect("parent").to_path_buf();
+    assert_eq!(list(&parent), ["etcd2.etcd"], "no journal, no staging");
+    assert!(fresh.is_enabled(), "etcd starts at boot again");
+    // The fault is spent: once etcd starts, it serves the restored data.
+    fresh.start();
     let hook = fresh.run_hook("update-status");
-    let msg = hook["status"]["message"].as_str().unwrap_or_default();
     assert_eq!(hook["status"]["status"], "active", "{hook}");
-    assert!(msg.contains("the restored data stays in"), "{msg}");
     assert_eq!(fresh.get("/a/3").as_deref(), Some("from-a-3"));
 }

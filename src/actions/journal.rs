@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::ArchiveFile;
 use crate::etcd::config::ClientEndpoint;
-use crate::etcd::health;
+use crate::etcd::health::{self, Health};
 use crate::etcd::{id_hex, EtcdConfig};
 use crate::fsutil;
 use crate::paths::Paths;
@@ -86,10 +86,15 @@ pub struct Journal {
     /// The member's name, to know it among the members that answer.
     #[serde(default)]
     pub name: String,
-    /// (device, inode) of the restored tree, recorded when the journal
-    /// begins: recovery finds it by that whatever name it ended under.
+    /// Inodes of the restored tree and of the old data dir, recorded when
+    /// the journal begins: recovery finds each by it, whatever name it
+    /// ended under. Inodes only: a device number can change across a
+    /// reboot, and every place a tree can be is on the data dir's
+    /// filesystem.
     #[serde(default)]
-    pub restored_id: Option<(u64, u64)>,
+    pub restored_ino: Option<u64>,
+    #[serde(default)]
+    pub old_ino: Option<u64>,
     /// The cluster ID etcd served from the restored data: rolling forward
     /// checks that this is what it serves.
     #[serde(default)]
@@ -104,8 +109,11 @@ pub struct Journal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
     DataDir,
+    /// Where etcd's restore tool built it, in staging.
     Staged,
     Aside,
+    /// Where a rollback keeps restored data etcd may have served.
+    Kept,
     Nowhere,
 }
 
@@ -113,7 +121,7 @@ enum Place {
 pub enum JournalError {
     #[error("cannot write the restore journal {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
-    #[error("the restore journal {path} cannot be read ({detail}); move it away once the data dir is checked by hand")]
+    #[error("the restore journal {path} cannot be read ({detail}); move it away once the data dir is checked by hand, then let etcd start at boot again with `systemctl enable snap.etcd.etcd`")]
     Read { path: PathBuf, detail: String },
     #[error("an interrupted restore could not be finished or undone: {0}; the unit will try again on its next hook")]
     Recover(String),
@@ -139,49 +147,77 @@ impl Journal {
         self.staging.join("data")
     }
 
-    fn place_path(&self, place: Place) -> Option<&Path> {
+    /// Where a rollback keeps restored data that etcd may have served:
+    /// `<data-dir>.failed-restore-<stamp>`.
+    pub fn kept_path(&self) -> PathBuf {
+        let name = self
+            .aside
+            .file_name()
+            .map(|n| {
+                n.to_string_lossy()
+                    .replace(".pre-restore-", ".failed-restore-")
+            })
+            .unwrap_or_else(|| "etcd.failed-restore".into());
+        self.data_dir.with_file_name(name)
+    }
+
+    fn path_of(&self, place: Place) -> Option<PathBuf> {
         match place {
-            Place::DataDir => Some(&self.data_dir),
-            Place::Aside => Some(&self.aside),
-            Place::Staged | Place::Nowhere => None,
+            Place::DataDir => Some(self.data_dir.clone()),
+            Place::Staged => Some(self.restored_path()),
+            Place::Aside => Some(self.aside.clone()),
+            Place::Kept => Some(self.kept_path()),
+            Place::Nowhere => None,
         }
     }
 
-    /// Where the restored tree and the old data are now. Without a
-    /// recorded identity (a journal from before it was kept), the names
-    /// alone tell: the old data is aside once the swap is done.
+    /// Where the restored tree and the old data are now, each found by its
+    /// inode. Never a guess: a tree whose inode is in none of the places
+    /// is `Nowhere`.
     fn locate(&self) -> (Place, Place) {
-        let staged = self.restored_path();
-        let candidates = [
-            (Place::DataDir, self.data_dir.clone()),
-            (Place::Staged, staged),
-            (Place::Aside, self.aside.clone()),
-        ];
-        let restored = match self.restored_id {
-            Some(id) => candidates
-                .iter()
-                .find(|(_, p)| fsutil::dir_id(p) == Some(id))
-                .map_or(Place::Nowhere, |(w, _)| *w),
-            None if self.aside.exists() || !self.had_old_data => {
-                if self.restored_path().exists() {
-                    Place::Staged
-                } else if self.data_dir.exists() {
-                    Place::DataDir
-                } else {
-                    Place::Nowhere
-                }
-            }
-            None => Place::Staged,
+        let Some(restored_ino) = self.restored_ino else {
+            return self.locate_by_names();
         };
-        let old = if self.had_old_data {
-            candidates
-                .iter()
-                .find(|(w, p)| *w != restored && fsutil::dir_id(p).is_some())
-                .map_or(Place::Nowhere, |(w, _)| *w)
+        let find = |ino: u64| {
+            [Place::DataDir, Place::Staged, Place::Aside, Place::Kept]
+                .into_iter()
+                .find(|w| {
+                    self.path_of(*w)
+                        .and_then(|p| fsutil::dir_ino(&p))
+                        .is_some_and(|i| i == ino)
+                })
+                .unwrap_or(Place::Nowhere)
+        };
+        (
+            find(restored_ino),
+            self.old_ino.map_or(Place::Nowhere, find),
+        )
+    }
+
+    /// A journal written before identities were recorded: the previous
+    /// release moved the old data aside, then the restored data in, and
+    /// removed the old data after its backup.
+    fn locate_by_names(&self) -> (Place, Place) {
+        if self.aside.exists() {
+            (Place::DataDir, Place::Aside)
+        } else if (!self.had_old_data && self.step >= Step::Swapped)
+            || (self.step >= Step::Checked && !self.rolling_back)
+        {
+            // Moved in, and nothing old left (none, or backed up and gone).
+            (Place::DataDir, Place::Nowhere)
         } else {
-            Place::Nowhere
-        };
-        (restored, old)
+            let staged = if self.restored_path().exists() {
+                Place::Staged
+            } else {
+                Place::Nowhere
+            };
+            let old = if self.had_old_data {
+                Place::DataDir
+            } else {
+                Place::Nowhere
+            };
+            (staged, old)
+        }
     }
 
     /// Saves the config beside the staged data, then records `Verified`.
@@ -196,7 +232,8 @@ impl Journal {
         f.write_all(&config)
             .and_then(|_| f.sync_all())
             .map_err(|e| write(&self.saved_config, e))?;
-        self.restored_id = fsutil::dir_id(&self.restored_path());
+        self.restored_ino = fsutil::dir_ino(&self.restored_path());
+        self.old_ino = fsutil::dir_ino(&self.data_dir);
         self.was_enabled = service::is_enabled();
         self.step = Step::Verified;
         self.record(Step::Verified)?;
@@ -345,7 +382,6 @@ pub fn roll_back(
 ) -> Result<String, String> {
     let parent = j.data_dir.parent().unwrap_or(Path::new("/"));
     let (restored, old) = j.locate();
-    let mut kept = None;
     if j.had_old_data && old == Place::Nowhere {
         return Err(format!(
             "the old data is in none of {}, {} and {}; nothing was moved, look at them by hand",
@@ -354,12 +390,10 @@ pub fn roll_back(
             j.restored_path().display()
         ));
     }
-    if j.had_old_data && old != Place::DataDir {
+    // A tree a rollback already moved to the kept place stays there.
+    let mut kept = (restored == Place::Kept).then(|| j.kept_path());
+    if let (true, Some(old_path)) = (old != Place::DataDir, j.path_of(old)) {
         stop_etcd()?;
-        let old_path = match old {
-            Place::Staged => j.restored_path(),
-            other => j.place_path(other).unwrap_or(&j.aside).to_path_buf(),
-        };
         let moved = |e: io::Error| {
             format!(
                 "cannot move the old data back from {}: {e}",
@@ -372,17 +406,8 @@ pub fn roll_back(
         } else {
             if restored == Place::DataDir {
                 let dest = if may_have_served {
-                    let name = j
-                        .aside
-                        .file_name()
-                        .map(|n| {
-                            n.to_string_lossy()
-                                .replace(".pre-restore-", ".failed-restore-")
-                        })
-                        .unwrap_or_else(|| "etcd.failed-restore".into());
-                    let keep = j.data_dir.with_file_name(name);
-                    kept = Some(keep.clone());
-                    keep
+                    kept = Some(j.kept_path());
+                    j.kept_path()
                 } else {
                     // Never served: back to staging, which is removed.
                     j.restored_path()
@@ -396,40 +421,31 @@ pub fn roll_back(
     }
     // A running etcd must not keep the restored config: stop it first.
     undo_config(j, stop_etcd)?;
-    if !j.data_dir.join("member").is_dir() {
+    // From here the data and config are final: what follows is reported,
+    // never a reason to keep the journal (and etcd disabled at boot).
+    let what = if j.had_old_data {
+        "the old data is back".to_string()
+    } else {
+        format!(
+            "this unit had no data before the restore, so the restored data stays in {}",
+            j.data_dir.display()
+        )
+    };
+    let mut done = if !j.data_dir.join("member").is_dir() {
         // Starting etcd now would make a new, empty cluster.
-        return Ok(format!(
+        format!(
             "this unit had no data before the restore and none is in {}; etcd stays stopped",
             j.data_dir.display()
-        ));
-    }
-    if !service::is_active() {
-        service::start().map_err(|e| {
-            let what = if j.had_old_data {
-                "the old data".to_string()
-            } else {
-                format!("the restored data, which stays in {} as this unit had no data before the restore", j.data_dir.display())
-            };
-            format!("etcd did not start on {what}: {e}")
-        })?;
-    }
-    let served = rt.block_on(health::wait_healthy(endpoint, &j.name, limit));
-    let mut done = match (j.had_old_data, served) {
-        (true, Ok((status, _))) => format!(
-            "the old data is back and etcd serves it as cluster {}",
-            id_hex(status.cluster_id)
-        ),
-        (true, Err(e)) => return Err(format!("the old data is back but {e}")),
-        (false, Ok((status, _))) => format!(
-            "this unit had no data before the restore, so the restored data stays in {} and etcd serves it as cluster {}",
-            j.data_dir.display(),
-            id_hex(status.cluster_id)
-        ),
-        (false, Err(e)) => {
-            return Err(format!(
-                "this unit had no data before the restore, so the restored data stays in {}, and {e}",
-                j.data_dir.display()
-            ))
+        )
+    } else {
+        let started = if service::is_active() {
+            Ok(())
+        } else {
+            service::start()
+        };
+        match started {
+            Err(e) => format!("{what}, but etcd did not start on it: {e}"),
+            Ok(()) => serving(rt, endpoint, &j.name, limit, &what),
         }
     };
     if let Some(keep) = kept {
@@ -439,6 +455,27 @@ pub fn roll_back(
         ));
     }
     Ok(done)
+}
+
+/// "<what> and etcd serves it as cluster X", or what is wrong with it.
+fn serving(
+    rt: &tokio::runtime::Runtime,
+    endpoint: &ClientEndpoint,
+    name: &str,
+    limit: Duration,
+    what: &str,
+) -> String {
+    let (h, _) = rt.block_on(health::wait(endpoint, name, limit));
+    match (h.status(), h.problem()) {
+        (Some(s), None) => format!(
+            "{what} and etcd serves it as cluster {}",
+            id_hex(s.cluster_id)
+        ),
+        (_, problem) => format!(
+            "{what}, but {}",
+            problem.unwrap_or_else(|| "its member is still a learner".into())
+        ),
+    }
 }
 
 /// Puts the saved config back if it differs, running `before` first.
@@ -470,14 +507,37 @@ fn roll_forward(
             j.aside.display()
         ));
     }
-    if !service::is_active() {
-        service::start().map_err(|e| format!("etcd did not start on the restored data: {e}"))?;
-    }
-    let (status, _) = rt.block_on(health::wait_healthy(
-        endpoint,
-        &j.name,
-        RECOVERY_START_LIMIT,
-    ))?;
+    let (_, old) = j.locate();
+    let old_path = j.path_of(old);
+    let started = if service::is_active() {
+        Ok(())
+    } else {
+        service::start().map_err(|e| e.to_string())
+    };
+    let answer = match started {
+        Ok(()) => {
+            rt.block_on(health::wait(endpoint, &j.name, RECOVERY_START_LIMIT))
+                .0
+        }
+        Err(e) => Health::Down { detail: e },
+    };
+    let Some(status) = answer.status().filter(|_| answer.answers_as_itself()) else {
+        // The restored data is in place (the journal proved it), but it is
+        // not served: keep the old data too, and say where both are.
+        let mut note = format!(
+            "the restored data is in place, but {}",
+            answer
+                .problem()
+                .unwrap_or_else(|| "etcd does not answer".into())
+        );
+        if let Some(p) = &old_path {
+            note.push_str(&format!(
+                "; the old data is kept in {} until you remove it",
+                p.display()
+            ));
+        }
+        return Ok(note);
+    };
     if let Some(want) = j.restored_cluster.filter(|w| *w != status.cluster_id) {
         return Err(format!(
             "etcd serves cluster {}, not the restored cluster {}; the data dir is not the restored data, so the restore is not completed",
@@ -489,11 +549,9 @@ fn roll_forward(
         "the restore was completed and etcd serves the restored data as cluster {}",
         id_hex(status.cluster_id)
     );
-    let (_, old) = j.locate();
-    let old_path = match old {
-        Place::Staged => Some(j.restored_path()),
-        other => j.place_path(other).map(Path::to_path_buf),
-    };
+    if let Some(problem) = answer.problem() {
+        note.push_str(&format!(" ({problem})"));
+    }
     if let Some(old_path) = old_path {
         if j.step < Step::BackedUp {
             if let Some(backup) = j.backup.clone() {
@@ -569,8 +627,7 @@ pub fn recover(paths: &Paths) -> Result<Option<String>, JournalError> {
     }
     let (restored, _) = j.locate();
     let outcome = if j.rolling_back
-        || (restored != Place::DataDir && j.had_old_data)
-        || (j.step < Step::Checked && j.had_old_data)
+        || (j.had_old_data && (restored != Place::DataDir || j.step < Step::Checked))
     {
         // etcd starts right after `swapped` is recorded: from there on,
         // a killed restore cannot tell whether it served.
@@ -582,9 +639,8 @@ pub fn recover(paths: &Paths) -> Result<Option<String>, JournalError> {
             RECOVERY_START_LIMIT,
             may_have_served,
         )
-    } else if restored == Place::DataDir || (j.step >= Step::Swapped && j.restored_id.is_none()) {
-        // Proven, or the only data there is: finish it, never undo it; if
-        // etcd will not serve it now, the next hook tries again.
+    } else if restored == Place::DataDir {
+        // Proven, or the only data there is: finish it, never undo it.
         roll_forward(&rt, &mut j, &endpoint)
     } else {
         // There was no old data and the restored data never moved in:
@@ -689,7 +745,8 @@ mod tests {
             started_at: "now".into(),
             rolling_back: false,
             name: "m".into(),
-            restored_id: None,
+            restored_ino: None,
+            old_ino: None,
             restored_cluster: None,
             was_enabled: true,
         };

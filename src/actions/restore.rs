@@ -229,6 +229,13 @@ fn check_space_for_backup(dir: &Path, file: &Path, need: u64) -> Result<(), Rest
     }
 }
 
+/// Why the swap failed, and whether etcd may have served the restored data.
+struct SwapFailed {
+    step: &'static str,
+    reason: String,
+    served: bool,
+}
+
 /// Step 6: keep etcd from starting at boot, stop it, swap the restored
 /// data in, update the config, start, wait until healthy; each step
 /// journaled. The data dir is never missing: where the filesystem can, the
@@ -239,14 +246,19 @@ fn swap_in(
     updates: &[(&str, String)],
     endpoint: &ClientEndpoint,
     limit: Duration,
-) -> Result<(MemberStatus, Vec<MemberInfo>), (&'static str, String)> {
-    let journal = |e: JournalError| ("recording the restore's progress", e.to_string());
+) -> Result<(MemberStatus, Vec<MemberInfo>), SwapFailed> {
+    let fail = |step: &'static str, reason: String| SwapFailed {
+        step,
+        reason,
+        served: false,
+    };
+    let journal = |e: JournalError| fail("recording the restore's progress", e.to_string());
     // A reboot from here on must not start etcd on half-swapped data; the
     // journal's end enables it again.
-    service::disable().map_err(|e| ("keeping etcd from starting at boot", e.to_string()))?;
-    service::stop().map_err(|e| ("stopping etcd", e.to_string()))?;
+    service::disable().map_err(|e| fail("keeping etcd from starting at boot", e.to_string()))?;
+    service::stop().map_err(|e| fail("stopping etcd", e.to_string()))?;
     if service::is_active() {
-        return Err(("stopping etcd", "etcd is still running".into()));
+        return Err(fail("stopping etcd", "etcd is still running".into()));
     }
     j.record(Step::Stopped).map_err(journal)?;
     let restored = j.restored_path();
@@ -261,19 +273,23 @@ fn swap_in(
     } else {
         fs::rename(&restored, &j.data_dir)
     };
-    swapped.map_err(|e| ("swapping the restored data in", e.to_string()))?;
+    swapped.map_err(|e| fail("swapping the restored data in", e.to_string()))?;
     for dir in [j.data_dir.parent(), Some(j.staging.as_path())]
         .into_iter()
         .flatten()
     {
-        fsutil::sync_dir(dir).map_err(|e| ("syncing the data dir's parent", e.to_string()))?;
+        fsutil::sync_dir(dir).map_err(|e| fail("syncing the data dir's parent", e.to_string()))?;
     }
-    update_file(&j.conf, updates).map_err(|e| ("updating the etcd config", e.to_string()))?;
+    update_file(&j.conf, updates).map_err(|e| fail("updating the etcd config", e.to_string()))?;
     j.record(Step::Swapped).map_err(journal)?;
-    service::start().map_err(|e| ("starting etcd on the restored data", e.to_string()))?;
+    service::start().map_err(|e| fail("starting etcd on the restored data", e.to_string()))?;
     let ok = rt
         .block_on(health::wait_healthy(endpoint, &j.name, limit))
-        .map_err(|e| ("waiting for etcd on the restored data", e))?;
+        .map_err(|e| SwapFailed {
+            step: "waiting for etcd on the restored data",
+            reason: e.reason,
+            served: e.answered,
+        })?;
     j.restored_cluster = Some(ok.0.cluster_id);
     j.record(Step::Started).map_err(journal)?;
     Ok(ok)
@@ -465,11 +481,14 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
         started_at: stamp.rfc3339(),
         rolling_back: false,
         name: name.clone(),
-        restored_id: None,
+        restored_ino: None,
+        old_ino: None,
         restored_cluster: None,
         was_enabled: true,
     };
-    let undo = |mut journal: Journal, step: &'static str, reason: String| -> Error {
+    // `served`: etcd may have served the restored data to clients (it
+    // answered as itself), so a rollback keeps that data.
+    let undo = |mut journal: Journal, step: &'static str, reason: String, served: bool| -> Error {
         // Undo only once recovery would go on undoing if this process
         // died: without that record a later hook could roll forward onto
         // the old data. Then nothing moves, and the journal decides.
@@ -485,7 +504,7 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
                 &journal,
                 &endpoint,
                 p.start_timeout,
-                journal.step >= Step::Started,
+                served || journal.step >= Step::Started,
             ) {
                 Ok(done) => match journal.close() {
                     Ok(()) => (done, true),
@@ -523,7 +542,11 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     );
     let (status, members) = match swap_in(&rt, &mut journal, &updates, &endpoint, p.start_timeout) {
         Ok(ok) => ok,
-        Err((step, reason)) => return Err(undo(journal, step, reason)),
+        Err(SwapFailed {
+            step,
+            reason,
+            served,
+        }) => return Err(undo(journal, step, reason, served)),
     };
 
     // Step 7: prove it, then back up the old data, then delete it.
@@ -545,13 +568,14 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
         None
     };
     if let Some(reason) = problem {
-        return Err(undo(journal, "checking the restored etcd", reason));
+        return Err(undo(journal, "checking the restored etcd", reason, true));
     }
     if let Err(e) = journal.record(Step::Checked) {
         return Err(undo(
             journal,
             "recording the restore's progress",
             e.to_string(),
+            true,
         ));
     }
     ctx.progress(&format!(
@@ -581,7 +605,7 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
             }
             Err(reason) => {
                 let reason = format!("{reason} (writing {})", path.display());
-                return Err(undo(journal, "backing up the old data", reason));
+                return Err(undo(journal, "backing up the old data", reason, true));
             }
         }
         if let Err(e) = journal.record(Step::BackedUp) {

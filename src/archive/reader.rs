@@ -55,10 +55,13 @@ fn declared_db_size(head: &[u8]) -> Option<u64> {
         let (pgid, txid) = (u64_at(m, 40)?, u64_at(m, 48)?);
         valid.then(|| (txid, pgid.saturating_mul(u64::from(page_size))))
     };
-    let page_size = u32_at(head, 24).filter(|p| p.is_power_of_two() && *p >= 512)?;
-    [meta(0), meta(page_size as usize)]
+    // Meta page 1 sits one page in: at the size meta page 0 states (which
+    // may be the torn one), else at the common 4 KiB.
+    let stated = u32_at(head, 24).filter(|p| p.is_power_of_two() && *p >= 512);
+    [Some(0), stated.map(|p| p as usize), Some(4096)]
         .into_iter()
         .flatten()
+        .filter_map(meta)
         .max()
         .map(|(_, size)| size)
 }
@@ -382,7 +385,12 @@ mod tests {
         // A torn newest page: the older one counts.
         head[4096 + 16 + 40] ^= 1;
         assert_eq!(declared_db_size(&head), Some(10 * 4096));
-        head[16 + 40] ^= 1;
+        // Page 1 mended, page 0 torn in its page size: page 1 is still
+        // found, one 4 KiB page in.
+        head[4096 + 16 + 40] ^= 1;
+        head[16 + 8] ^= 0xff;
+        assert_eq!(declared_db_size(&head), Some(12 * 4096));
+        head[4096 + 16 + 40] ^= 1;
         assert_eq!(declared_db_size(&head), None);
         assert_eq!(declared_db_size(&head[..100]), None);
     }

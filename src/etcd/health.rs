@@ -153,14 +153,49 @@ pub async fn check(endpoint: &ClientEndpoint, name: &str) -> Health {
     if !alarms.is_empty() {
         return Health::Alarms { status, alarms };
     }
-    if let Err(e) = member.quorum_read(QUORUM_LIMIT).await {
-        return Health::NoQuorum {
-            status,
-            members: members.len(),
-            detail: format!("cannot commit a read ({e})"),
-        };
+    match member.quorum_read(QUORUM_LIMIT).await {
+        // With auth on, a denied read still went through raft: quorum.
+        Err(e) if e.to_string().contains("permission denied") => {}
+        Ok(()) => {}
+        Err(e) => {
+            return Health::NoQuorum {
+                status,
+                members: members.len(),
+                detail: format!("cannot commit a read ({e})"),
+            }
+        }
     }
     Health::Healthy { status, members }
+}
+
+/// Checks this unit's member until it is healthy or `limit` passes.
+/// Returns the last check and whether the member ever answered as itself
+/// (then it may have served clients).
+pub async fn wait(endpoint: &ClientEndpoint, name: &str, limit: Duration) -> (Health, bool) {
+    let deadline = Instant::now() + limit;
+    let mut answered = false;
+    loop {
+        let h = check(endpoint, name).await;
+        answered |= h.answers_as_itself();
+        if matches!(h, Health::Healthy { .. }) || Instant::now() >= deadline {
+            return (h, answered);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The member did not become healthy in time.
+#[derive(Debug, Clone)]
+pub struct NotHealthy {
+    pub reason: String,
+    /// It answered as itself at some point: it may have served clients.
+    pub answered: bool,
+}
+
+impl std::fmt::Display for NotHealthy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
 }
 
 /// Waits until this unit's member is healthy; the error says what the
@@ -169,23 +204,18 @@ pub async fn wait_healthy(
     endpoint: &ClientEndpoint,
     name: &str,
     limit: Duration,
-) -> Result<(MemberStatus, Vec<MemberInfo>), String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let h = check(endpoint, name).await;
-        if let Health::Healthy { status, members } = h {
-            return Ok((status, members));
-        }
-        if Instant::now() >= deadline {
-            let why = h
-                .problem()
-                .unwrap_or_else(|| "it is still a learner".into());
-            return Err(format!(
-                "etcd did not become healthy within {} seconds: {why}",
-                limit.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+) -> Result<(MemberStatus, Vec<MemberInfo>), NotHealthy> {
+    match wait(endpoint, name, limit).await {
+        (Health::Healthy { status, members }, _) => Ok((status, members)),
+        (h, answered) => Err(NotHealthy {
+            reason: format!(
+                "etcd did not become healthy within {} seconds: {}",
+                limit.as_secs(),
+                h.problem()
+                    .unwrap_or_else(|| "it is still a learner".into())
+            ),
+            answered,
+        }),
     }
 }
 

@@ -37,22 +37,25 @@ fn remove_own_member(ctx: &HookContext, limit: Duration) -> Result<Left, Error> 
         let tried = rt.block_on(async {
             let m = LocalMember::connect(&endpoint).await?;
             let s = m.status().await?;
-            let members = m.members().await?;
-            if members.len() <= 1 {
-                return Ok::<_, crate::etcd::client::EtcdError>((s.member_id, false));
+            if s.is_learner {
+                return Ok::<_, crate::etcd::client::EtcdError>(
+                    "this unit's member is a learner (it has no vote); the leader removes it",
+                );
+            }
+            if m.members().await?.len() <= 1 {
+                return Ok("this unit's member is the last one; it stays as it is");
             }
             m.remove(s.member_id).await?;
-            Ok((s.member_id, true))
+            Ok("removed this unit's member from the cluster")
         });
         match tried {
-            Ok((_, true)) => {
+            Ok(what) => return Ok(Left::Done(what.into())),
+            // etcd stops itself once its member is removed (the leader may
+            // have done it first); a stopped etcd holds no vote we can give
+            // back from here either.
+            Err(_) if removed_or_stopped() => {
                 return Ok(Left::Done(
-                    "removed this unit's member from the cluster".into(),
-                ))
-            }
-            Ok((_, false)) => {
-                return Ok(Left::Done(
-                    "this unit's member is the last one; it stays as it is".into(),
+                    "this unit's etcd has stopped (its member was removed, or it was down); the leader removes any member left".into(),
                 ))
             }
             Err(e) if Instant::now() >= deadline => {
@@ -69,6 +72,14 @@ fn remove_own_member(ctx: &HookContext, limit: Duration) -> Result<Left, Error> 
             Err(_) => std::thread::sleep(Duration::from_secs(1)),
         }
     }
+}
+
+/// etcd says its member was removed, or its process is gone.
+fn removed_or_stopped() -> bool {
+    !service::is_active()
+        || service::last_log_lines(5)
+            .iter()
+            .any(|l| l.contains("permanently removed from the cluster"))
 }
 
 /// This unit is leaving the peer relation: take its member out of the
