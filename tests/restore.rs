@@ -815,3 +815,45 @@ fn a_restore_that_cannot_bring_etcd_back_blocks() {
     assert_eq!(hook["status"]["status"], "active", "{hook}");
     assert_eq!(fresh.get("/a/3").as_deref(), Some("from-a-3"));
 }
+
+/// A snapshot taken while etcd's NOSPACE alarm was raised carries the
+/// alarm in its db: restoring it completes (the data is what was asked
+/// for) and the status says NOSPACE. An undo onto such data finishes too:
+/// the alarm is reported, never a reason to keep the journal.
+#[test]
+fn alarms_neither_fail_a_restore_nor_trap_its_undo() {
+    let t = TestDir::new("restore-alarm");
+    let unit = Unit::new(t.path(), &Etcd::get(V35), Spec::single(0, false));
+    let conf = fs::read_to_string(&unit.conf).expect("conf");
+    fs::write(&unit.conf, format!("{conf}quota-backend-bytes: 2097152\n")).expect("quota");
+    unit.start();
+    unit.put("/kept", "before-the-alarm");
+    let value = "x".repeat(64 * 1024);
+    let filled = (0..200).any(|i| {
+        let out = unit.etcdctl(&["put", &format!("/fill/{i}"), &value]);
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("database space exceeded")
+    });
+    assert!(filled, "a 2 MiB quota took 12 MiB of writes");
+    let archive = snapshot(&unit, &t.path().join("snaps"));
+    let source = format!("source={}", archive.display());
+    let target = format!("target={}", t.path().join("backups").display());
+
+    let o = unit.run_action("restore", &[&source, &target, "start-timeout=20"]);
+    o.assert_completed();
+    assert!(o.result("restore.alarms").contains("NOSPACE"), "{o:?}");
+    let (status, msg) = unit.status_line();
+    assert_eq!(status, "blocked", "{msg}");
+    assert!(msg.contains("NOSPACE"), "{msg}");
+    assert_eq!(unit.get("/kept").as_deref(), Some("before-the-alarm"));
+
+    fs::write(unit.dir.join("svc/refuse-start"), "1").expect("fault");
+    let o = unit.run_action("restore", &[&source, &target, "start-timeout=20"]);
+    o.assert_failed_with("the restore failed while starting etcd on the restored data");
+    assert!(o.message.contains("the old data is back"), "{}", o.message);
+    assert!(o.message.contains("NOSPACE"), "{}", o.message);
+    let parent = unit.data_dir().parent().expect("parent").to_path_buf();
+    assert_eq!(list(&parent), ["etcd0.etcd"], "no journal, no staging");
+    assert!(unit.is_enabled(), "etcd starts at boot again");
+    assert_eq!(unit.get("/kept").as_deref(), Some("before-the-alarm"));
+}

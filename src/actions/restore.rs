@@ -246,7 +246,7 @@ fn swap_in(
     updates: &[(&str, String)],
     endpoint: &ClientEndpoint,
     limit: Duration,
-) -> Result<(MemberStatus, Vec<MemberInfo>), SwapFailed> {
+) -> Result<health::Serving, SwapFailed> {
     let fail = |step: &'static str, reason: String| SwapFailed {
         step,
         reason,
@@ -284,7 +284,7 @@ fn swap_in(
     j.record(Step::Swapped).map_err(journal)?;
     service::start().map_err(|e| fail("starting etcd on the restored data", e.to_string()))?;
     let ok = rt
-        .block_on(health::wait_healthy(endpoint, &j.name, limit))
+        .block_on(health::wait_serving(endpoint, &j.name, limit))
         .map_err(|e| SwapFailed {
             step: "waiting for etcd on the restored data",
             reason: e.reason,
@@ -540,14 +540,15 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
         crate::juju::Status::Maintenance,
         "Restoring a snapshot: etcd is stopped while its data is swapped",
     );
-    let (status, members) = match swap_in(&rt, &mut journal, &updates, &endpoint, p.start_timeout) {
-        Ok(ok) => ok,
-        Err(SwapFailed {
-            step,
-            reason,
-            served,
-        }) => return Err(undo(journal, step, reason, served)),
-    };
+    let (status, members, alarms) =
+        match swap_in(&rt, &mut journal, &updates, &endpoint, p.start_timeout) {
+            Ok(ok) => ok,
+            Err(SwapFailed {
+                step,
+                reason,
+                served,
+            }) => return Err(undo(journal, step, reason, served)),
+        };
 
     // Step 7: prove it, then back up the old data, then delete it.
     let wanted = snapshot_revision.saturating_add(p.bump_revision as i64);
@@ -583,6 +584,14 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
         id_hex(status.cluster_id),
         status.revision
     ));
+    if !alarms.is_empty() {
+        // The snapshot's own db carries them: the data is what was asked
+        // for; the status tells the operator what to do about them.
+        ctx.progress(&format!(
+            "etcd raises alarms on the restored data: {}",
+            alarms.join("; ")
+        ));
+    }
 
     let mut r = Results::new();
     if let (Some(mut out), true) = (backup.take(), journal.aside.exists()) {
@@ -645,6 +654,9 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
             .map_or_else(|| "unknown".to_string(), |s| id_hex(s.cluster_id)),
     )?;
     r.set("restore.member", name)?;
+    if !alarms.is_empty() {
+        r.set("restore.alarms", alarms.join("; "))?;
+    }
     Ok(r)
 }
 

@@ -34,6 +34,7 @@ pub enum Health {
     /// Alarms are raised (NOSPACE, CORRUPT): etcd refuses writes.
     Alarms {
         status: MemberStatus,
+        members: Vec<MemberInfo>,
         alarms: Vec<String>,
     },
     /// Another member answered on this unit's client URL.
@@ -46,6 +47,21 @@ impl Health {
     /// This unit's own member answered (healthy or not).
     pub fn answers_as_itself(&self) -> bool {
         !matches!(self, Health::NotThisMember { .. } | Health::Down { .. })
+    }
+
+    /// This unit's member serves, with a leader: healthy, or with alarms
+    /// (etcd's own state, carried in its data; the operator deals with
+    /// them, and the status says so). Its member list and alarms.
+    pub fn serving(&self) -> Option<(&MemberStatus, &[MemberInfo], &[String])> {
+        match self {
+            Health::Healthy { status, members } => Some((status, members, &[])),
+            Health::Alarms {
+                status,
+                members,
+                alarms,
+            } => Some((status, members, alarms)),
+            _ => None,
+        }
     }
 
     pub fn status(&self) -> Option<&MemberStatus> {
@@ -151,7 +167,11 @@ pub async fn check(endpoint: &ClientEndpoint, name: &str) -> Health {
         };
     }
     if !alarms.is_empty() {
-        return Health::Alarms { status, alarms };
+        return Health::Alarms {
+            status,
+            members,
+            alarms,
+        };
     }
     match member.quorum_read(QUORUM_LIMIT).await {
         // With auth on, a denied read still went through raft: quorum.
@@ -168,55 +188,53 @@ pub async fn check(endpoint: &ClientEndpoint, name: &str) -> Health {
     Health::Healthy { status, members }
 }
 
-/// Checks this unit's member until it is healthy or `limit` passes.
-/// Returns the last check and whether the member ever answered as itself
-/// (then it may have served clients).
+/// Checks this unit's member until it serves (healthy, or with alarms
+/// raised) or `limit` passes. Returns the last check and whether the
+/// member ever answered as itself (then it may have served clients).
 pub async fn wait(endpoint: &ClientEndpoint, name: &str, limit: Duration) -> (Health, bool) {
     let deadline = Instant::now() + limit;
     let mut answered = false;
     loop {
         let h = check(endpoint, name).await;
         answered |= h.answers_as_itself();
-        if matches!(h, Health::Healthy { .. }) || Instant::now() >= deadline {
+        if h.serving().is_some() || Instant::now() >= deadline {
             return (h, answered);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
-/// The member did not become healthy in time.
+/// The member did not come to serve in time.
 #[derive(Debug, Clone)]
-pub struct NotHealthy {
+pub struct NotServing {
     pub reason: String,
     /// It answered as itself at some point: it may have served clients.
     pub answered: bool,
 }
 
-impl std::fmt::Display for NotHealthy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.reason)
-    }
-}
+/// What a serving member reported: its status, members and alarms.
+pub type Serving = (MemberStatus, Vec<MemberInfo>, Vec<String>);
 
-/// Waits until this unit's member is healthy; the error says what the
-/// last check saw.
-pub async fn wait_healthy(
+/// Waits until this unit's member serves; the error says what the last
+/// check saw.
+pub async fn wait_serving(
     endpoint: &ClientEndpoint,
     name: &str,
     limit: Duration,
-) -> Result<(MemberStatus, Vec<MemberInfo>), NotHealthy> {
-    match wait(endpoint, name, limit).await {
-        (Health::Healthy { status, members }, _) => Ok((status, members)),
-        (h, answered) => Err(NotHealthy {
-            reason: format!(
-                "etcd did not become healthy within {} seconds: {}",
-                limit.as_secs(),
-                h.problem()
-                    .unwrap_or_else(|| "it is still a learner".into())
-            ),
-            answered,
-        }),
+) -> Result<Serving, NotServing> {
+    let (h, answered) = wait(endpoint, name, limit).await;
+    if let Some((s, m, a)) = h.serving() {
+        return Ok((s.clone(), m.to_vec(), a.to_vec()));
     }
+    Err(NotServing {
+        reason: format!(
+            "etcd did not become healthy within {} seconds: {}",
+            limit.as_secs(),
+            h.problem()
+                .unwrap_or_else(|| "it is still a learner".into())
+        ),
+        answered,
+    })
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ fn wait_for_member(
     let deadline = Instant::now() + limit;
     loop {
         let h = rt.block_on(health::check(endpoint, name));
-        let settled = matches!(h, Health::Healthy { .. } | Health::Learner { .. });
+        let settled = h.serving().is_some() || matches!(h, Health::Learner { .. });
         // A member that is not answering and whose process is gone will not
         // answer by waiting (systemd says failed, or is restarting it).
         let gone = !h.answers_as_itself() && !service::is_active();
