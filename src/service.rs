@@ -67,13 +67,18 @@ pub fn state() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Whether the service starts at boot.
-pub fn is_enabled() -> bool {
+/// `systemctl <verb> --quiet` of the service, as a yes or no.
+fn asks(verb: &str) -> bool {
     Command::new("systemctl")
-        .args(["is-enabled", "--quiet", SERVICE])
+        .args([verb, "--quiet", SERVICE])
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// Whether the service starts at boot.
+pub fn is_enabled() -> bool {
+    asks("is-enabled")
 }
 
 /// The service's last log lines, from the journal, each made short and
@@ -132,11 +137,7 @@ pub fn failure_detail() -> String {
 }
 
 pub fn is_active() -> bool {
-    Command::new("systemctl")
-        .args(["is-active", "--quiet", SERVICE])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    asks("is-active")
 }
 
 #[cfg(test)]

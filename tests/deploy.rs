@@ -637,27 +637,7 @@ fn no_quorum_is_not_healthy_and_a_member_that_cannot_leave_says_so() {
 #[test]
 fn an_alarm_is_not_healthy() {
     let t = TestDir::new("deploy-alarm");
-    let unit = Unit::new(t.path(), &Etcd::get(V35), support::Spec::single(0, false));
-    let conf = fs::read_to_string(&unit.conf).expect("conf");
-    fs::write(&unit.conf, format!("{conf}quota-backend-bytes: 2097152\n")).expect("quota");
-    unit.start();
-    let hook = unit.run_hook("update-status");
-    assert_eq!(status_of(&hook).0, "active", "{hook}");
-    // Fill until etcd refuses: the alarm is raised by etcd itself.
-    let value = "x".repeat(64 * 1024);
-    let mut refused = false;
-    for i in 0..200 {
-        let out = unit.etcdctl(&["put", &format!("/fill/{i}"), &value]);
-        if !out.status.success() {
-            assert!(
-                String::from_utf8_lossy(&out.stderr).contains("database space exceeded"),
-                "{out:?}"
-            );
-            refused = true;
-            break;
-        }
-    }
-    assert!(refused, "a 2 MiB quota took 12 MiB of writes");
+    let unit = Unit::out_of_space(t.path(), &Etcd::get(V35), support::Spec::single(0, false));
     let hook = unit.run_hook("update-status");
     let (status, msg) = status_of(&hook);
     println!("with NOSPACE: {status}: {msg}");

@@ -351,17 +351,8 @@ fn other_formats(version: &'static str) {
     let cut_at = (bytes.len() as u64 - 32) / 512 * 512 - 4096;
     let cut = s.t.path().join("cut.db");
     fs::write(&cut, &bytes[..cut_at as usize]).expect("write cut");
-    let before = tree(&s.unit.root.join("var/snap"));
-    let o = s.unit.run_action(
-        "restore",
-        &[
-            &format!("source={}", cut.display()),
-            &format!("target={}", s.t.path().join("backups").display()),
-        ],
-    );
-    o.assert_failed_with("it is truncated");
+    let o = refused(&s, &cut, "it is truncated");
     assert!(o.message.contains("etcd was not touched"), "{}", o.message);
-    assert_eq!(tree(&s.unit.root.join("var/snap")), before);
     assert_eq!(s.unit.get("/bare").as_deref(), Some("file"));
 
     // A v2-store backup: a tar.gz of a data dir (member/wal, member/snap).
@@ -375,16 +366,23 @@ fn other_formats(version: &'static str) {
         .status()
         .expect("tar");
     assert!(ok.success());
+    refused(&s, &v2, "v2-store backup");
+}
+
+/// Restores `source` on the scene's unit, which refuses it with `needle`
+/// and touches nothing under `var/snap`.
+fn refused(s: &Scene, source: &Path, needle: &str) -> support::Outcome {
     let before = tree(&s.unit.root.join("var/snap"));
     let o = s.unit.run_action(
         "restore",
         &[
-            &format!("source={}", v2.display()),
+            &format!("source={}", source.display()),
             &format!("target={}", s.t.path().join("backups").display()),
         ],
     );
-    o.assert_failed_with("v2-store backup");
+    o.assert_failed_with(needle);
     assert_eq!(tree(&s.unit.root.join("var/snap")), before);
+    o
 }
 
 #[test]
@@ -736,6 +734,9 @@ fn skip_backup_writes_no_backup() {
     assert_eq!(s.unit.get("/a/1").as_deref(), Some("from-a-1"));
 }
 
+/// What a failed restore says on a unit that had no data before it.
+const NO_OLD_DATA: &str = "this unit had no data before the restore, so the restored data stays in";
+
 /// A unit with an etcd config and no data dir yet: a restore whose data
 /// etcd will not serve says what is really on disk (there is no "old
 /// data" to bring back), and the status says whether etcd runs.
@@ -750,19 +751,10 @@ fn a_unit_without_old_data_is_told_the_truth() {
     // config back and etcd then serves the restored data, the only data.
     fs::write(fresh.dir.join("svc/start-unhealthy"), "1").expect("fault");
     let o = fresh.run_action("restore", &[&source, "skip-backup=true", "start-timeout=8"]);
-    o.assert_failed_with("did not become healthy within 8 seconds");
+    o.assert_failed_with("did not become healthy within 8 seconds")
+        .assert_failed_with(NO_OLD_DATA)
+        .assert_failed_with("etcd serves it as cluster");
     assert!(!o.message.contains("old data is back"), "{}", o.message);
-    assert!(
-        o.message
-            .contains("this unit had no data before the restore, so the restored data stays in"),
-        "{}",
-        o.message
-    );
-    assert!(
-        o.message.contains("etcd serves it as cluster"),
-        "{}",
-        o.message
-    );
     assert_eq!(fresh.get("/a/3").as_deref(), Some("from-a-3"));
     assert_eq!(fresh.status_line().0, "active");
     let statuses = fresh.calls_of("status-set");
@@ -790,18 +782,9 @@ fn a_restore_that_cannot_bring_etcd_back_blocks() {
             "skip-backup=true",
         ],
     );
-    o.assert_failed_with("the restore failed while starting etcd on the restored data");
-    assert!(
-        o.message
-            .contains("this unit had no data before the restore, so the restored data stays in"),
-        "{}",
-        o.message
-    );
-    assert!(
-        o.message.contains("but etcd did not start on it"),
-        "{}",
-        o.message
-    );
+    o.assert_failed_with("the restore failed while starting etcd on the restored data")
+        .assert_failed_with(NO_OLD_DATA)
+        .assert_failed_with("but etcd did not start on it");
     assert!(!o.message.contains("old data is back"), "{}", o.message);
     let (status, msg) = fresh.status_line();
     assert_eq!(status, "blocked", "{msg}");
@@ -823,18 +806,7 @@ fn a_restore_that_cannot_bring_etcd_back_blocks() {
 #[test]
 fn alarms_neither_fail_a_restore_nor_trap_its_undo() {
     let t = TestDir::new("restore-alarm");
-    let unit = Unit::new(t.path(), &Etcd::get(V35), Spec::single(0, false));
-    let conf = fs::read_to_string(&unit.conf).expect("conf");
-    fs::write(&unit.conf, format!("{conf}quota-backend-bytes: 2097152\n")).expect("quota");
-    unit.start();
-    unit.put("/kept", "before-the-alarm");
-    let value = "x".repeat(64 * 1024);
-    let filled = (0..200).any(|i| {
-        let out = unit.etcdctl(&["put", &format!("/fill/{i}"), &value]);
-        !out.status.success()
-            && String::from_utf8_lossy(&out.stderr).contains("database space exceeded")
-    });
-    assert!(filled, "a 2 MiB quota took 12 MiB of writes");
+    let unit = Unit::out_of_space(t.path(), &Etcd::get(V35), Spec::single(0, false));
     let archive = snapshot(&unit, &t.path().join("snaps"));
     let source = format!("source={}", archive.display());
     let target = format!("target={}", t.path().join("backups").display());

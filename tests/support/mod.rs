@@ -543,6 +543,24 @@ impl Unit {
             .expect("fake systemctl")
     }
 
+    /// A started member with a 2 MiB backend quota, filled until etcd
+    /// raises its NOSPACE alarm and refuses writes.
+    pub fn out_of_space(under: &Path, etcd: &Etcd, spec: Spec) -> Unit {
+        let unit = Unit::new(under, etcd, spec);
+        let conf = fs::read_to_string(&unit.conf).expect("conf");
+        fs::write(&unit.conf, format!("{conf}quota-backend-bytes: 2097152\n")).expect("quota");
+        unit.start();
+        unit.put("/kept", "before-the-alarm");
+        let value = "x".repeat(64 * 1024);
+        let refused = (0..200).any(|i| {
+            let out = unit.etcdctl(&["put", &format!("/fill/{i}"), &value]);
+            !out.status.success()
+                && String::from_utf8_lossy(&out.stderr).contains("database space exceeded")
+        });
+        assert!(refused, "a 2 MiB quota took 12 MiB of writes");
+        unit
+    }
+
     /// Whether the fake systemd starts etcd at boot.
     pub fn is_enabled(&self) -> bool {
         self.systemctl("is-enabled").status.success()
