@@ -556,18 +556,24 @@ fn restore_staging_on_a_full_disk() {
         assert_eq!(list(&current), ["etcd0.etcd"]);
     };
 
-    // Room for the archive's bytes, not for the db they expand to.
-    disk.resize(disk.used() + (4 << 20));
+    // Room for the archive's bytes (the up-front check), not for the db
+    // they expand to: fails while staging.
+    let archive_bytes = fs::metadata(&archive).expect("archive").len();
+    let room = between(archive_bytes, db_bytes, "staging");
+    disk.resize(disk.used() + room);
     let o = unit.run_action("restore", &params);
     o.assert_failed_with("No space left on device");
     assert!(o.message.contains("cannot stage"), "{}", o.message);
     untouched(&o);
+    println!("branch taken: filled while staging ({room} bytes free, archive {archive_bytes}, db {db_bytes})");
 
-    // Room for the db, not for etcd's restore beside it.
+    // Room for the db, not for etcd's restore beside it (db + its WAL):
+    // refused up front with the figures.
     disk.resize(disk.used() + db_bytes + (8 << 20));
     let o = unit.run_action("restore", &params);
     o.assert_failed_with("not enough free space for etcd's restore tool");
     untouched(&o);
+    println!("branch taken: refused up front: {}", o.message);
 
     disk.resize(disk.used() + (400 << 20));
     let o = unit.run_action("restore", &params);
