@@ -82,6 +82,16 @@ impl Scene {
         ]
     }
 
+    /// Runs restore with the scene's params and the action killed right
+    /// after it records `step`.
+    fn restore_killed_at(&self, step: &str) {
+        let p = self.restore_params();
+        let o =
+            self.unit
+                .run_action_env("restore", &[p[0].as_str(), p[1].as_str()], &[(ABORT, step)]);
+        assert_eq!(o.exit_code, -9, "killed at {step}: {o:?}");
+    }
+
     fn backups(&self) -> PathBuf {
         self.t.path().join("backups")
     }
@@ -155,11 +165,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn killed_at(step: &str, version: &'static str, reboot: bool) {
     let tag = if reboot { "-reboot" } else { "" };
     let s = scene(&format!("crash-{step}{tag}-{version}"), version);
-    let p = s.restore_params();
-    let o = s
-        .unit
-        .run_action_env("restore", &[p[0].as_str(), p[1].as_str()], &[(ABORT, step)]);
-    assert_eq!(o.exit_code, -9, "killed at {step}: {o:?}");
+    s.restore_killed_at(step);
     // The journal survives the kill, private, at the step.
     let journal = s.journal();
     let text = fs::read_to_string(&journal).expect("journal left by the killed restore");
@@ -333,13 +339,7 @@ fn reboot_after_done() {
 #[test]
 fn data_moved_back_without_a_record_is_not_rolled_forward() {
     let s = scene("crash-moved-back", V35);
-    let p = s.restore_params();
-    let o = s.unit.run_action_env(
-        "restore",
-        &[p[0].as_str(), p[1].as_str()],
-        &[(ABORT, "checked")],
-    );
-    assert_eq!(o.exit_code, -9, "{o:?}");
+    s.restore_killed_at("checked");
     let listed = list(&s.parent());
     let aside = listed
         .iter()
@@ -397,13 +397,8 @@ fn an_unrecorded_rollback_moves_nothing() {
 #[test]
 fn next_action_resolves_a_killed_restore() {
     let s = scene("crash-next-action", V35);
+    s.restore_killed_at("started");
     let p = s.restore_params();
-    let o = s.unit.run_action_env(
-        "restore",
-        &[p[0].as_str(), p[1].as_str()],
-        &[(ABORT, "started")],
-    );
-    assert_eq!(o.exit_code, -9);
     let o = s
         .unit
         .run_action("restore", &[p[0].as_str(), p[1].as_str()]);
@@ -798,13 +793,8 @@ fn every_path_the_charm_creates_is_private() {
     let snaps = s.t.path().join("snaps");
     let dirs = [s.unit.root.as_path(), snaps.as_path(), &s.backups()];
     let before = modes(&dirs);
+    s.restore_killed_at("checked");
     let p = s.restore_params();
-    let o = s.unit.run_action_env(
-        "restore",
-        &[p[0].as_str(), p[1].as_str()],
-        &[(ABORT, "checked")],
-    );
-    assert_eq!(o.exit_code, -9);
     let mid = modes(&dirs);
     let hook = s.unit.run_hook("update-status");
     assert_eq!(hook["exit_code"], 0);
