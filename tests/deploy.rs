@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use support::{Etcd, Model, Relay, TestDir, Unit};
+use support::{assert_one_at_a_time, now, restarts, Etcd, Model, Relay, TestDir, Unit};
 
 const V35: &str = "3.5.16";
 
@@ -86,10 +86,30 @@ fn three_units_form_shrink_restore_and_grow() {
         assert_eq!(u.get("/written/on/2").as_deref(), Some("seen-on-0-too"));
     }
 
-    // A config change restarts each etcd once, with the new value; the
-    // same config again restarts nothing.
+    // A config change restarts each etcd once, with the new value, one
+    // unit after another, raft leadership handed away before its holder
+    // stops; the same config again restarts nothing.
     let before: Vec<usize> = model.units.iter().map(Unit::starts).collect();
+    let since = now();
     model.config(&["heartbeat_interval=150", "election_timeout=1500"]);
+    let rolled = restarts(&model.units, since);
+    assert_eq!(rolled.len(), 3, "{rolled:?}");
+    assert_one_at_a_time(&rolled);
+    for (unit, _, _, led) in &rolled {
+        assert_eq!(
+            *led,
+            Some(false),
+            "{unit} led the raft as it stopped: {rolled:?}"
+        );
+    }
+    let moved = model
+        .units
+        .iter()
+        .flat_map(|u| u.calls_of("juju-log"))
+        .filter(|c| c.iter().any(|a| a.contains("moved etcd leadership")))
+        .count();
+    // Whoever led the raft when its turn came handed it away first.
+    assert!(moved >= 1, "no leadership moved: {rolled:?}");
     for (u, was) in model.units.iter().zip(&before) {
         assert_eq!(u.starts(), was + 1, "{} restarted once", u.spec.unit);
         let conf = fs::read_to_string(&u.conf).expect("config");

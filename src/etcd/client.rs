@@ -240,6 +240,22 @@ impl LocalMember {
             .map(drop)
     }
 
+    /// Hands raft leadership to `target`; only the leader can.
+    pub async fn move_leader(&self, target: u64) -> Result<(), EtcdError> {
+        let mut m = self.client.maintenance_client();
+        self.call("move leader", m.move_leader(target))
+            .await
+            .map(drop)
+    }
+
+    /// Changes a member's advertised peer URLs (MemberUpdate).
+    pub async fn update_peer_urls(&self, id: u64, urls: &[String]) -> Result<(), EtcdError> {
+        let mut c = self.client.cluster_client();
+        self.call("member update", c.member_update(id, urls.to_vec()))
+            .await
+            .map(drop)
+    }
+
     pub async fn snapshot(
         &self,
         limit: Duration,

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Map;
 
-use super::{report_health, HookContext};
+use super::{report_health, restart, HookContext};
 use crate::error::Error;
 use crate::etcd::config::ClientEndpoint;
 use crate::etcd::health::{self, Health};
-use crate::etcd::render::{write_if_changed, Bootstrap, Member, Options, TlsFiles, TlsPems};
+use crate::etcd::render::{Bootstrap, Member, Options, TlsFiles, TlsPems};
 use crate::etcd::{EtcdConfig, LocalMember, MemberInfo};
 use crate::fsutil;
 use crate::install::{self, Installed};
@@ -137,11 +137,13 @@ fn peer_endpoint(url: &str, tls: Option<&TlsFiles>, conf: &std::path::Path) -> C
     let dir = conf.parent().unwrap_or(std::path::Path::new("/"));
     ClientEndpoint {
         url: url.to_string(),
-        tls: tls.map(|t| crate::etcd::config::ClientTls {
-            ca_file: Some(t.ca.clone()),
-            cert_file: Some(dir.join("client.crt")),
-            key_file: Some(dir.join("client.key")),
-        }),
+        tls: tls
+            .filter(|_| url.starts_with("https://"))
+            .map(|t| crate::etcd::config::ClientTls {
+                ca_file: Some(t.ca.clone()),
+                cert_file: Some(dir.join("client.crt")),
+                key_file: Some(dir.join("client.key")),
+            }),
     }
 }
 
@@ -178,14 +180,12 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         Ok(o) => o,
         Err(msg) => return Ok(tools.status_set(Status::Blocked, &msg)?),
     };
-    if let Err(e) = install::follow_channel(ctx.paths, &mut inst, &options.channel) {
-        return Ok(tools.status_set(Status::Blocked, &e.to_string())?);
-    }
-    let mut new_binary = false;
     if ctx.env.hook_name.as_deref() == Some("upgrade-charm") {
         let resource = tools.resource_get(install::RESOURCE)?;
         match install::follow_resource(ctx.paths, &mut inst, resource.as_deref()) {
-            Ok(changed) => new_binary = changed,
+            // The running etcd is the old binary until its turn to restart.
+            Ok(true) => restart::note_new_binary(ctx.paths),
+            Ok(false) => {}
             Err(e) => return Ok(tools.status_set(Status::Blocked, &e.to_string())?),
         }
     }
@@ -226,11 +226,9 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         },
         tls: None,
     };
-    let mut tls_changed = false;
-    if let Some(pems) = &options.tls {
-        let (files, changed) = write_tls(conf_path, pems)?;
-        member.tls = Some(files);
-        tls_changed = changed;
+    let tls = options.tls.clone();
+    if tls.is_some() {
+        member.tls = Some(tls_files(conf_path));
     }
     let rid = tools.relation_ids(PEER)?.into_iter().next();
     if let Some(rid) = &rid {
@@ -319,46 +317,76 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     };
     member.bootstrap = bootstrap;
 
-    let text = member.render();
-    let changed = write_if_changed(conf_path, &text)
-        .map_err(|e| Error::Hook(format!("cannot write {}: {e}", conf_path.display())))?;
+    let plan = restart::Plan {
+        conf: conf_path.to_path_buf(),
+        text: member.render(),
+        tls: tls.clone(),
+        channel: options.channel.clone(),
+    };
     if let Some(parent) = data_dir.parent() {
         let _ = fsutil::create_private_dir(parent);
     }
+    let rt = crate::actions::runtime()?;
     let active = service::is_active();
-    let restart = (changed || tls_changed || new_binary) && active;
-    if restart {
-        ctx.log("the etcd config or binary changed; restarting etcd");
-        service::restart().map_err(|e| Error::Hook(e.to_string()))?;
-    } else if !active {
+    let mut pending = None;
+    let mut restarted = false;
+    if !active {
+        // Not running: nothing to keep up, so no turn to wait for.
+        plan.apply(ctx.paths, &mut inst)?;
         let _ = service::enable();
         service::start().map_err(|e| Error::Hook(e.to_string()))?;
+    } else {
+        let live = EtcdConfig::load(conf_path)?.client_endpoint(conf_path)?;
+        let reach = |url: &str| peer_endpoint(url, member.tls.as_ref(), conf_path);
+        let turn = restart::take_turn(
+            ctx,
+            &rt,
+            rid.as_deref(),
+            leader,
+            &mut settings,
+            &plan,
+            &mut inst,
+            (&live, &name),
+            &reach,
+        )?;
+        match turn {
+            restart::Turn::Done { restarted: r } => restarted = r,
+            restart::Turn::Waiting(why) => pending = Some(why),
+        }
     }
     let _ = tools.open_port(options.port);
 
     let endpoint = EtcdConfig::load(conf_path)?.client_endpoint(conf_path)?;
-    let rt = crate::actions::runtime()?;
     // After a (re)start, give the member time to find its leader; else one
     // look says how it is now.
-    let limit = if restart || !active {
+    let limit = if restarted || !active {
         START_LIMIT
     } else {
         Duration::ZERO
     };
     let health = wait_for_member(&rt, &endpoint, &name, limit);
+    let rolling = restart::finish(
+        ctx,
+        rid.as_deref(),
+        leader,
+        &mut settings,
+        &health,
+        pending.is_some(),
+    )?;
+    let pending = pending.or(rolling);
     let Some(version) = health
         .status()
         .filter(|_| health.answers_as_itself())
         .map(|s| s.version.clone())
     else {
-        return report_health(tools, ctx.paths, &health, None);
+        return report_health(tools, ctx.paths, &health, pending.as_deref());
     };
     let _ = tools.application_version_set(&version);
     if let Some(rid) = &rid {
         tools.relation_set(rid, &[("started", "true".to_string())])?;
     }
 
-    let mut waiting = None;
+    let mut waiting: Option<String> = None;
     // Without quorum no membership change can commit: nothing to try.
     let can_manage = !matches!(health, Health::NoQuorum { .. });
     if leader && can_manage {
@@ -381,39 +409,21 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     // Membership may have changed (a promotion): look again.
     let health = rt.block_on(health::check(&endpoint, &name));
     if let Health::Healthy { status, members } = &health {
-        publish_clients(ctx, members, &status.version, options.tls.as_ref());
+        publish_clients(ctx, members, &status.version, tls.as_ref());
     }
-    report_health(tools, ctx.paths, &health, waiting.as_deref())
+    let pending: Vec<String> = pending.into_iter().chain(waiting).collect();
+    let pending = (!pending.is_empty()).then(|| pending.join("; "));
+    report_health(tools, ctx.paths, &health, pending.as_deref())
 }
 
-/// The TLS files beside the config, as the old charm laid them out:
-/// `ca.crt`, `server.crt`, `server.key`, `client.crt`, `client.key`, all
-/// 0600. Returns the server's files and whether any file changed.
-fn write_tls(conf: &std::path::Path, pems: &TlsPems) -> Result<(TlsFiles, bool), Error> {
+/// The TLS files beside the config, where the old charm kept them.
+fn tls_files(conf: &std::path::Path) -> TlsFiles {
     let dir = conf.parent().unwrap_or(std::path::Path::new("/"));
-    let mut changed = false;
-    for (name, text) in [
-        ("ca.crt", &pems.ca),
-        ("server.crt", &pems.server_cert),
-        ("server.key", &pems.server_key),
-        ("client.crt", &pems.client_cert),
-        ("client.key", &pems.client_key),
-    ] {
-        let path = dir.join(name);
-        let fail = |e: std::io::Error| Error::Hook(format!("cannot write {}: {e}", path.display()));
-        changed |= write_if_changed(&path, text).map_err(fail)?;
-        // Private whatever mode an earlier file had.
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .map_err(fail)?;
+    TlsFiles {
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+        ca: dir.join("ca.crt"),
     }
-    Ok((
-        TlsFiles {
-            cert: dir.join("server.crt"),
-            key: dir.join("server.key"),
-            ca: dir.join("ca.crt"),
-        },
-        changed,
-    ))
 }
 
 /// The `db` relation (interface `etcd`, as the old charm provided it):

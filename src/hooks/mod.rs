@@ -5,6 +5,7 @@
 
 mod cluster;
 mod leave;
+mod restart;
 mod unmanaged;
 
 use crate::actions::journal;

@@ -683,10 +683,40 @@ def start_etcd(unit):
     append_jsonl(svc(unit, "events.jsonl"), {"event": "start", "pid": proc.pid, "time": time.time()})
 
 
+def leads_raft(unit):
+    """Whether this unit's etcd leads its raft right now (its
+    etcd_server_is_leader metric), asked as any client would; None when
+    it does not answer."""
+    import ssl
+    import urllib.request
+
+    import yaml
+
+    try:
+        with open(unit_info(unit)["conf"]) as f:
+            conf = yaml.safe_load(f) or {}
+        url = str(conf.get("advertise-client-urls") or "").split(",")[0].strip()
+        ctx = None
+        if url.startswith("https://"):
+            sec = conf.get("client-transport-security") or {}
+            ctx = ssl.create_default_context(cafile=sec.get("trusted-ca-file"))
+            ctx.check_hostname = False
+            common = os.path.dirname(unit_info(unit)["conf"])
+            ctx.load_cert_chain(os.path.join(common, "client.crt"), os.path.join(common, "client.key"))
+        with urllib.request.urlopen(url + "/metrics", timeout=2, context=ctx) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("etcd_server_is_leader "):
+                    return line.split()[1] == "1"
+    except Exception:
+        return None
+    return None
+
+
 def stop_etcd(unit):
     pid = etcd_pid(unit)
     if not pid:
         return
+    leading = leads_raft(unit)
     os.kill(pid, signal.SIGTERM)
     deadline = time.time() + 15
     while etcd_pid(unit) and time.time() < deadline:
@@ -701,7 +731,7 @@ def stop_etcd(unit):
         os.remove(svc(unit, "etcd.pid"))
     except FileNotFoundError:
         pass
-    append_jsonl(svc(unit, "events.jsonl"), {"event": "stop", "pid": pid, "time": time.time()})
+    append_jsonl(svc(unit, "events.jsonl"), {"event": "stop", "pid": pid, "time": time.time(), "leader": leading})
 
 
 def is_enabled(unit):

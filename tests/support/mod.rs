@@ -524,6 +524,16 @@ impl Unit {
             .count()
     }
 
+    /// What the fake systemd did to etcd on this unit (start, stop with
+    /// whether the member led its raft then, enable, …), in order.
+    pub fn events(&self) -> Vec<Value> {
+        fs::read_to_string(self.dir.join("svc/events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// The unit's workload status as `juju status` shows it.
     pub fn status_line(&self) -> (String, String) {
         let v: Value = serde_json::from_str(
@@ -1212,6 +1222,56 @@ impl Model {
     }
 }
 
+/// Seconds since the epoch, as the fake model stamps its events.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Each unit's etcd restarts after `since` (seconds since the epoch), as
+/// (unit, stopped at, started at, led the raft when stopped), by stop time.
+pub fn restarts(units: &[Unit], since: f64) -> Vec<(String, f64, f64, Option<bool>)> {
+    let mut out = Vec::new();
+    for u in units {
+        let mut stopped: Option<(f64, Option<bool>)> = None;
+        for e in u.events() {
+            let at = e["time"].as_f64().unwrap_or(0.0);
+            if at < since {
+                continue;
+            }
+            match e["event"].as_str() {
+                Some("stop") => stopped = Some((at, e["leader"].as_bool())),
+                Some("start") => {
+                    if let Some((s, led)) = stopped.take() {
+                        out.push((u.spec.unit.clone(), s, at, led));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out.sort_by(|a, b| a.1.total_cmp(&b.1));
+    out
+}
+
+/// No two restarts overlap: each member stopped only after the one before
+/// had started again (and the charm saw it healthy).
+pub fn assert_one_at_a_time(restarts: &[(String, f64, f64, Option<bool>)]) {
+    for pair in restarts.windows(2) {
+        assert!(
+            pair[1].1 >= pair[0].2,
+            "{} stopped at {:.3} while {} was down ({:.3}..{:.3}): {restarts:?}",
+            pair[1].0,
+            pair[1].1,
+            pair[0].0,
+            pair[0].1,
+            pair[0].2
+        );
+    }
+}
+
 /// A plain TCP relay on loopback: whatever connects to `listen` is joined
 /// to `to`. It holds the port while it runs (so nothing else can bind
 /// it) and makes another server answer there. Stopped when dropped.
@@ -1221,6 +1281,9 @@ const RELAY: &str = r#"
 import socket, sys, threading
 lip, lport, tip, tport = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 ls = socket.socket()
+# As servers do (etcd too): connections the stopped etcd left in TIME_WAIT
+# must not keep the port.
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind((lip, lport))
 ls.listen(64)
 print("ready", flush=True)

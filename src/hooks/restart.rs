@@ -1,0 +1,246 @@
+//! What this unit's etcd should run (its config file, TLS files, binary,
+//! snap channel), and getting it there: at once when etcd is not running,
+//! else through the rolling-restart lock (`crate::roll`).
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::HookContext;
+use crate::error::Error;
+use crate::etcd::config::ClientEndpoint;
+use crate::etcd::health::Health;
+use crate::etcd::render::{write_if_changed, TlsPems};
+use crate::install::{self, Installed};
+use crate::juju::{LogLevel, Settings};
+use crate::paths::Paths;
+use crate::roll;
+use crate::service;
+
+/// Marker: a new etcd binary was installed; the running etcd is the old one.
+const NEW_BINARY: &str = "restart-new-binary";
+
+/// The TLS files beside the config, where layer-etcd keeps them.
+pub const TLS_FILES: [&str; 5] = [
+    "ca.crt",
+    "server.crt",
+    "server.key",
+    "client.crt",
+    "client.key",
+];
+
+pub struct Plan {
+    pub conf: PathBuf,
+    pub text: String,
+    pub tls: Option<TlsPems>,
+    pub channel: String,
+}
+
+fn tls_texts(p: &TlsPems) -> [&String; 5] {
+    [
+        &p.ca,
+        &p.server_cert,
+        &p.server_key,
+        &p.client_cert,
+        &p.client_key,
+    ]
+}
+
+pub fn note_new_binary(paths: &Paths) {
+    let _ = std::fs::write(paths.state_dir().join(NEW_BINARY), b"");
+}
+
+impl Plan {
+    fn dir(&self) -> &Path {
+        self.conf.parent().unwrap_or(Path::new("/"))
+    }
+
+    /// What differs from what etcd runs now; empty when nothing does.
+    pub fn changes(&self, paths: &Paths, inst: &Installed) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if std::fs::read(&self.conf).ok().as_deref() != Some(self.text.as_bytes()) {
+            out.push("config");
+        }
+        if let Some(t) = &self.tls {
+            let differs = TLS_FILES.iter().zip(tls_texts(t)).any(|(name, text)| {
+                std::fs::read(self.dir().join(name)).ok().as_deref() != Some(text.as_bytes())
+            });
+            if differs {
+                out.push("certificates");
+            }
+        }
+        if inst.source == "snap" && inst.channel.as_deref() != Some(self.channel.as_str()) {
+            out.push("channel");
+        }
+        if paths.state_dir().join(NEW_BINARY).exists() {
+            out.push("binary");
+        }
+        out
+    }
+
+    /// A short digest of the plan, published with the restart request.
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.text.as_bytes());
+        if let Some(t) = &self.tls {
+            for text in tls_texts(t) {
+                h.update(text.as_bytes());
+            }
+        }
+        h.update(self.channel.as_bytes());
+        crate::etcd::snapshot::hex(&h.finalize()[..6])
+    }
+
+    /// Puts the plan in place (TLS files first: the config names them),
+    /// refreshing the snap if its channel changed. etcd is not restarted.
+    pub fn apply(&self, paths: &Paths, inst: &mut Installed) -> Result<(), Error> {
+        if let Some(t) = &self.tls {
+            for (name, text) in TLS_FILES.iter().zip(tls_texts(t)) {
+                write_private(&self.dir().join(name), text)?;
+            }
+        }
+        write_if_changed(&self.conf, &self.text)
+            .map_err(|e| Error::Hook(format!("cannot write {}: {e}", self.conf.display())))?;
+        install::follow_channel(paths, inst, &self.channel)
+            .map_err(|e| Error::Hook(e.to_string()))?;
+        let _ = std::fs::remove_file(paths.state_dir().join(NEW_BINARY));
+        Ok(())
+    }
+}
+
+/// A private file (0600 whatever mode an older file had), written atomically.
+fn write_private(path: &Path, text: &str) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |e: std::io::Error| Error::Hook(format!("cannot write {}: {e}", path.display()));
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+        }
+    }
+    write_if_changed(path, text).map_err(fail)?;
+    Ok(())
+}
+
+/// Whether this unit asked for a restart that has not finished yet.
+fn asked(ctx: &HookContext, rid: &str) -> bool {
+    ctx.tools
+        .relation_get(rid, &ctx.env.unit_name)
+        .is_ok_and(|d| d.get(roll::WANT).is_some_and(|v| !v.is_empty()))
+}
+
+/// This unit's request on the peer relation; the leader then settles who
+/// holds the lock. Returns whether this unit holds it.
+fn ask(
+    ctx: &HookContext,
+    rid: &str,
+    want: Option<String>,
+    leader: bool,
+    settings: &mut Settings,
+) -> Result<bool, Error> {
+    let me = ctx.env.unit_name.as_str();
+    ctx.tools
+        .relation_set(rid, &[(roll::WANT, want.clone().unwrap_or_default())])?;
+    if leader {
+        roll::arbitrate(ctx.tools, rid, me, want.is_some(), settings)?;
+    }
+    Ok(settings.get(roll::LOCK).map(String::as_str) == Some(me))
+}
+
+/// How the restart went, for the status.
+pub enum Turn {
+    /// Nothing to restart, or this unit restarted.
+    Done { restarted: bool },
+    /// Waiting for the lock, or for the cluster to be able to lose this
+    /// member for a moment.
+    Waiting(String),
+}
+
+/// Brings a running etcd to the plan through the lock: asks for it, and
+/// when this unit holds it and the others answer, moves raft leadership
+/// away, applies the plan and restarts. `live` is how to reach the member
+/// now; `reach` how to reach the others.
+#[allow(clippy::too_many_arguments)]
+pub fn take_turn(
+    ctx: &HookContext,
+    rt: &tokio::runtime::Runtime,
+    rid: Option<&str>,
+    leader: bool,
+    settings: &mut Settings,
+    plan: &Plan,
+    inst: &mut Installed,
+    live: (&ClientEndpoint, &str),
+    reach: roll::Reach,
+) -> Result<Turn, Error> {
+    let changes = plan.changes(ctx.paths, inst);
+    if changes.is_empty() {
+        return Ok(Turn::Done { restarted: false });
+    }
+    let what = changes.join(", ");
+    let mine = match rid {
+        Some(rid) => ask(ctx, rid, Some(plan.digest()), leader, settings)?,
+        None => true,
+    };
+    if !mine {
+        let holder = settings
+            .get(roll::LOCK)
+            .map(|h| format!("{h} restarts first"))
+            .unwrap_or_else(|| "waiting for the leader's turn".into());
+        return Ok(Turn::Waiting(format!(
+            "restart pending ({what} changed): {holder}"
+        )));
+    }
+    let (endpoint, name) = live;
+    let local = rt.block_on(crate::etcd::health::check(endpoint, name));
+    let others = match roll::may_stop(rt, &local, reach) {
+        Ok(o) => o,
+        Err(why) => {
+            return Ok(Turn::Waiting(format!(
+                "restart held back ({what} changed): {why}, and stopping this member now could cost the quorum"
+            )))
+        }
+    };
+    if let Some(note) = roll::move_leadership(rt, endpoint, &local, &others) {
+        ctx.log(&note);
+    }
+    plan.apply(ctx.paths, inst)?;
+    ctx.log(&format!("restarting etcd ({what} changed)"));
+    service::restart().map_err(|e| Error::Hook(e.to_string()))?;
+    Ok(Turn::Done { restarted: true })
+}
+
+/// After the member was checked: a request stays open while the member is
+/// not healthy (the lock stays with this unit, so the roll stops here);
+/// else it is withdrawn and the leader grants the next unit.
+pub fn finish(
+    ctx: &HookContext,
+    rid: Option<&str>,
+    leader: bool,
+    settings: &mut Settings,
+    health: &Health,
+    waiting: bool,
+) -> Result<Option<String>, Error> {
+    let Some(rid) = rid else {
+        return Ok(None);
+    };
+    let healthy = matches!(health, Health::Healthy { .. });
+    if waiting {
+        if leader {
+            roll::arbitrate(ctx.tools, rid, &ctx.env.unit_name, true, settings)?;
+        }
+        return Ok(None);
+    }
+    if !healthy && asked(ctx, rid) {
+        return Ok(Some(
+            "the rolling restart waits until this member is healthy again".into(),
+        ));
+    }
+    ask(ctx, rid, None, leader, settings)?;
+    if leader {
+        if let Some(h) = settings.get(roll::LOCK) {
+            let _ = ctx
+                .tools
+                .log(LogLevel::Debug, &format!("restart lock held by {h}"));
+        }
+    }
+    Ok(None)
+}
