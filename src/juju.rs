@@ -131,6 +131,8 @@ pub trait HookTools {
     fn relation_list(&self, id: &str) -> Result<Vec<String>, JujuError>;
     /// One unit's (or with `app`, the application's) settings in relation `id`.
     fn relation_get(&self, id: &str, unit: &str) -> Result<Settings, JujuError>;
+    /// The remote application's databag (`relation-get --app`).
+    fn relation_get_app(&self, id: &str, app: &str) -> Result<Settings, JujuError>;
     /// Sets (empty value: deletes) this unit's settings in relation `id`.
     fn relation_set(&self, id: &str, pairs: &[(&str, String)]) -> Result<(), JujuError>;
     /// The application config, every option with its value or default.
@@ -300,6 +302,14 @@ impl HookTools for ProcessTools {
 
     fn relation_get(&self, id: &str, unit: &str) -> Result<Settings, JujuError> {
         let out = self.run("relation-get", &["--format=json", "-r", id, "-", unit])?;
+        json_settings("relation-get", &out)
+    }
+
+    fn relation_get_app(&self, id: &str, app: &str) -> Result<Settings, JujuError> {
+        let out = self.run(
+            "relation-get",
+            &["--format=json", "--app", "-r", id, "-", app],
+        )?;
         json_settings("relation-get", &out)
     }
 

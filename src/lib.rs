@@ -13,6 +13,7 @@ pub mod install;
 pub mod juju;
 pub mod lock;
 pub mod paths;
+pub mod relations;
 pub mod roll;
 pub mod service;
 pub mod timefmt;

@@ -156,6 +156,31 @@ pub fn move_leadership(
     ))
 }
 
+/// Before this unit's member restarts on a new peer URL (moving to TLS, or
+/// a new address): the cluster is told first (MemberUpdate), so the others
+/// reach it at the new URL once it is back.
+pub fn readvertise(
+    rt: &tokio::runtime::Runtime,
+    endpoint: &ClientEndpoint,
+    local: &Health,
+    peer_url: &str,
+) -> Result<(), String> {
+    let Some((status, members, _)) = local.serving() else {
+        return Ok(());
+    };
+    let Some(me) = members.iter().find(|m| m.id == status.member_id) else {
+        return Ok(());
+    };
+    if me.peer_urls.iter().any(|u| u == peer_url) {
+        return Ok(());
+    }
+    let client = rt
+        .block_on(LocalMember::connect(endpoint))
+        .map_err(|e| e.to_string())?;
+    rt.block_on(client.update_peer_urls(me.id, &[peer_url.to_string()]))
+        .map_err(|e| format!("cannot change this member's peer URL to {peer_url}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::unit_number;

@@ -237,11 +237,15 @@ pub struct Member {
     pub options: Options,
     pub bootstrap: Bootstrap,
     pub tls: Option<TlsFiles>,
+    /// Switching a running cluster to TLS, first step: the member keeps
+    /// plain HTTP but gets its TLS identity for peers, so it can already
+    /// reach members that have moved to https.
+    pub bridge: bool,
 }
 
 impl Member {
     pub fn scheme(&self) -> &'static str {
-        if self.tls.is_some() {
+        if self.tls.is_some() && !self.bridge {
             "https"
         } else {
             "http"
@@ -298,7 +302,12 @@ impl Member {
         }
         y.push_str("enable-v2: false\nlogger: zap\nlog-outputs: [stderr]\n");
         if let Some(t) = &self.tls {
-            for section in ["client-transport-security", "peer-transport-security"] {
+            let sections: &[&str] = if self.bridge {
+                &["peer-transport-security"]
+            } else {
+                &["client-transport-security", "peer-transport-security"]
+            };
+            for section in sections {
                 y.push_str(&format!(
                     "{section}:\n  cert-file: {}\n  key-file: {}\n  trusted-ca-file: {}\n  client-cert-auth: true\n",
                     quote(&t.cert.to_string_lossy()),
@@ -406,6 +415,7 @@ mod tests {
                 state: "new".into(),
             },
             tls: None,
+            bridge: false,
         };
         let text = m.render();
         let v: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Map;
 
-use super::{report_health, restart, HookContext};
+use super::{report_health, restart, tls, HookContext};
 use crate::error::Error;
 use crate::etcd::config::ClientEndpoint;
 use crate::etcd::health::{self, Health};
@@ -225,12 +225,28 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
             state: "new".into(),
         },
         tls: None,
+        bridge: false,
     };
-    let tls = options.tls.clone();
+    let rid = tools.relation_ids(PEER)?.into_iter().next();
+    let db_address = tools.ingress_address(DB).unwrap_or_default();
+    let fresh = !initialized && !settings.contains_key(BOOTSTRAPPED);
+    let choice = tls::choose(
+        ctx,
+        &options,
+        &mut settings,
+        leader,
+        fresh,
+        rid.as_deref(),
+        &[address.clone(), db_address],
+    )?;
+    if let Some(why) = &choice.hold {
+        return Ok(tools.status_set(Status::Waiting, why)?);
+    }
+    let tls = choice.pems.clone();
     if tls.is_some() {
         member.tls = Some(tls_files(conf_path));
+        member.bridge = choice.bridge;
     }
-    let rid = tools.relation_ids(PEER)?.into_iter().next();
     if let Some(rid) = &rid {
         let flag = |b: bool| if b { "true".to_string() } else { String::new() };
         tools.relation_set(
@@ -346,7 +362,7 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
             &mut settings,
             &plan,
             &mut inst,
-            (&live, &name),
+            (&live, &name, &member.peer_url()),
             &reach,
         )?;
         match turn {
@@ -373,7 +389,10 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         &health,
         pending.is_some(),
     )?;
-    let pending = pending.or(rolling);
+    let pending = pending.or(rolling).or(choice.note.clone());
+    let settled = pending.is_none() && health.serving().is_some();
+    let mode = settled.then(|| tls::mode_of(tls.is_some(), member.bridge));
+    tls::advance(ctx, rid.as_deref(), leader, &mut settings, mode)?;
     let Some(version) = health
         .status()
         .filter(|_| health.answers_as_itself())
@@ -409,7 +428,8 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     // Membership may have changed (a promotion): look again.
     let health = rt.block_on(health::check(&endpoint, &name));
     if let Health::Healthy { status, members } = &health {
-        publish_clients(ctx, members, &status.version, tls.as_ref());
+        let shared = tls.as_ref().filter(|_| choice.share_client);
+        publish_clients(ctx, members, &status.version, tls.as_ref(), shared);
     }
     let pending: Vec<String> = pending.into_iter().chain(waiting).collect();
     let pending = (!pending.is_empty()).then(|| pending.join("; "));
@@ -435,26 +455,39 @@ fn publish_clients(
     members: &[MemberInfo],
     version: &str,
     tls: Option<&TlsPems>,
+    shared: Option<&TlsPems>,
 ) {
     let Ok(ids) = ctx.tools.relation_ids(DB) else {
         return;
     };
+    // While a cluster moves to TLS, clients get the members that already
+    // serve it: one client config never mixes http and https.
+    let scheme = if tls.is_some() { "https://" } else { "http://" };
     let mut urls: Vec<String> = members
         .iter()
         .filter(|m| !m.is_learner)
         .flat_map(|m| m.client_urls.iter().cloned())
+        .filter(|u| u.starts_with(scheme))
         .collect();
     urls.sort();
     urls.dedup();
+    if urls.is_empty() {
+        return;
+    }
     let mut data = vec![
         ("connection_string", urls.join(",")),
         ("version", version.to_string()),
     ];
     if let Some(t) = tls {
         data.push(("client_ca", t.ca.clone()));
-        data.push(("client_cert", t.client_cert.clone()));
-        data.push(("client_key", t.client_key.clone()));
     }
+    // With a v4 provider there is no shared client pair: clients bring a
+    // certificate of their own from the same CA.
+    let (cert, key) = shared
+        .map(|t| (t.client_cert.clone(), t.client_key.clone()))
+        .unwrap_or_default();
+    data.push(("client_cert", cert));
+    data.push(("client_key", key));
     for id in ids {
         if let Err(e) = ctx.tools.relation_set(&id, &data) {
             ctx.log(&format!("cannot update the {DB} relation {id}: {e}"));

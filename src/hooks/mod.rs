@@ -6,6 +6,7 @@
 mod cluster;
 mod leave;
 mod restart;
+mod tls;
 mod unmanaged;
 
 use crate::actions::journal;
@@ -16,6 +17,7 @@ use crate::install::{self, Installed};
 use crate::juju::{HookTools, JujuEnv, LogLevel, Status};
 use crate::lock::ActionLock;
 use crate::paths::Paths;
+use crate::relations::certificates;
 use crate::service;
 
 pub use cluster::{DB, PEER};
@@ -40,12 +42,10 @@ pub fn run(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> R
     let departing_self = env.departing_unit.is_some()
         && env.departing_unit.as_deref() == Some(env.unit_name.as_str());
     match name {
-        "install" => {
-            if install_etcd(&ctx)?.is_some() {
-                cluster::converge(&ctx, None)?;
-            }
-            Ok(())
-        }
+        // etcd starts from config-changed, which Juju runs after the
+        // relation-created hooks: by then a certificates relation in the
+        // bundle is visible, and etcd starts on TLS, not plain HTTP.
+        "install" => install_etcd(&ctx).map(drop),
         "stop" => leave::stop(&ctx),
         "remove" => install::uninstall(paths).map_err(|e| Error::Hook(e.to_string())),
         n if n.ends_with("-relation-departed") && departing_self => leave::leave(&ctx),
@@ -60,7 +60,8 @@ pub fn run(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> R
             cluster::converge(&ctx, env.remote_unit.as_deref())
         }
         n if n.starts_with(&format!("{PEER}-relation-"))
-            || n.starts_with(&format!("{DB}-relation-")) =>
+            || n.starts_with(&format!("{DB}-relation-"))
+            || n.starts_with(&format!("{}-relation-", certificates::ENDPOINT)) =>
         {
             cluster::converge(&ctx, None)
         }

@@ -168,7 +168,7 @@ pub fn take_turn(
     settings: &mut Settings,
     plan: &Plan,
     inst: &mut Installed,
-    live: (&ClientEndpoint, &str),
+    live: (&ClientEndpoint, &str, &str),
     reach: roll::Reach,
 ) -> Result<Turn, Error> {
     let changes = plan.changes(ctx.paths, inst);
@@ -189,7 +189,7 @@ pub fn take_turn(
             "restart pending ({what} changed): {holder}"
         )));
     }
-    let (endpoint, name) = live;
+    let (endpoint, name, peer_url) = live;
     let local = rt.block_on(crate::etcd::health::check(endpoint, name));
     let others = match roll::may_stop(rt, &local, reach) {
         Ok(o) => o,
@@ -201,6 +201,11 @@ pub fn take_turn(
     };
     if let Some(note) = roll::move_leadership(rt, endpoint, &local, &others) {
         ctx.log(&note);
+    }
+    if let Err(why) = roll::readvertise(rt, endpoint, &local, peer_url) {
+        return Ok(Turn::Waiting(format!(
+            "restart held back ({what} changed): {why}"
+        )));
     }
     plan.apply(ctx.paths, inst)?;
     ctx.log(&format!("restarting etcd ({what} changed)"));

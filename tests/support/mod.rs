@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{Read, Write};
@@ -1183,6 +1185,30 @@ impl Model {
             assert_eq!(hook["exit_code"], 0, "{hook}");
         }
         v["relation"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// The remote application sets its unit's (or with `app`, its
+    /// application's) data; every unit runs relation-changed; settle.
+    pub fn remote_set(
+        &self,
+        rid: &str,
+        who: &str,
+        data: &BTreeMap<String, String>,
+        app: bool,
+    ) -> Vec<Value> {
+        let file = self
+            .dir
+            .join(format!("remote-set-{}.json", std::process::id()));
+        fs::write(&file, serde_json::to_string(data).expect("json")).expect("remote data");
+        let dir = self.dir.display().to_string();
+        let f = file.display().to_string();
+        let mut args = vec!["remote-set", dir.as_str(), rid, who, f.as_str()];
+        if app {
+            args.push("--app");
+        }
+        let ran = self.fake(&args);
+        let _ = fs::remove_file(&file);
+        ran
     }
 
     /// What `unit` published in relation `rid`, as the other side reads it.

@@ -1,0 +1,5 @@
+//! Relations to other applications, one file per interface: each turns the
+//! relation data into typed values and back; hook tools are reached only
+//! through `juju.rs`.
+
+pub mod certificates;
