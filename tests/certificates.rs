@@ -43,7 +43,7 @@ fn assert_status(model: &Model, n: usize) {
 /// Every member serves clients and peers over TLS only: the files are in
 /// place and private, the member list names https peer URLs, a client with
 /// the `db` relation's data reads and writes, plain HTTP is refused.
-fn assert_tls_everywhere(model: &Model, t: &TestDir, ca: &str) {
+fn assert_tls_everywhere(model: &Model, t: &TestDir, ca: &str) -> String {
     for u in &model.units {
         let dir = common(model, &u.spec.unit);
         for f in TLS_FILES {
@@ -89,6 +89,7 @@ fn assert_tls_everywhere(model: &Model, t: &TestDir, ca: &str) {
             u.spec.unit
         );
     }
+    db
 }
 
 #[test]
@@ -113,10 +114,22 @@ fn easyrsa_at_deploy_gives_three_units_tls() {
         let u = model.unit("etcd/1");
         let calls = fs::read_to_string(u.dir.join("juju/calls.jsonl")).unwrap_or_default();
         let mut last = 0.0;
-        for l in calls.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev() {
+        for l in calls
+            .lines()
+            .rev()
+            .take(80)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             let at = v["time"].as_f64().unwrap_or(0.0);
-            println!("DEBUG +{:.3} {} {}", at - last, v["tool"], v["args"].to_string().chars().take(80).collect::<String>());
+            println!(
+                "DEBUG +{:.3} {} {}",
+                at - last,
+                v["tool"],
+                v["args"].to_string().chars().take(80).collect::<String>()
+            );
             last = at;
         }
     }
@@ -134,7 +147,67 @@ fn easyrsa_at_deploy_gives_three_units_tls() {
         easyrsa.client.0
     );
     assert_status(&model, 3);
-    assert_tls_everywhere(&model, &t, &easyrsa.ca.pem);
+    let db = assert_tls_everywhere(&model, &t, &easyrsa.ca.pem);
+    let sans_before = model.relation_data(&rid, "etcd/0")["sans"].clone();
+
+    // A unit added now joins over TLS with a certificate for its address;
+    // one removed leaves the others' certificates and the clients' data right.
+    model.add_unit(3);
+    serve(&model, &rid, &|m, r| easyrsa.answer(m, r));
+    model.run_all("update-status");
+    assert_status(&model, 4);
+    model.remove_unit("etcd/1");
+    model.run_all("update-status");
+    assert_status(&model, 3);
+    assert_eq!(model.relation_data(&rid, "etcd/0")["sans"], sans_before);
+    let data = model.relation_data(&db, "etcd/3");
+    let mut want: Vec<String> = model
+        .units
+        .iter()
+        .map(|u| format!("https://{}:{}", u.spec.ip, model.client_port))
+        .collect();
+    want.sort();
+    assert_eq!(data["connection_string"], want.join(","));
+    let client = Client::new(
+        &model.etcd,
+        &t.path().join("after-scale"),
+        &data["client_ca"],
+        &data["client_cert"],
+        &data["client_key"],
+    );
+    let got = client.run(
+        &data["connection_string"],
+        &["get", "/over/tls", "--print-value-only"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        "yes",
+        "{got:?}"
+    );
+    let list = client.run(&data["connection_string"], &["member", "list"]);
+    let text = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(
+        text.contains("etcd-3") && !text.contains("etcd-1,"),
+        "{text}"
+    );
+
+    // The provider goes away: etcd keeps serving TLS, and says why it is
+    // blocked.
+    model.unrelate(&rid);
+    for u in &model.units {
+        let (status, msg) = u.status_line();
+        assert_eq!(status, "blocked", "{msg}");
+        assert!(msg.contains("the certificates relation is gone"), "{msg}");
+    }
+    let got = client.run(
+        &data["connection_string"],
+        &["get", "/over/tls", "--print-value-only"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        "yes",
+        "{got:?}"
+    );
     for u in &model.units {
         u.assert_no_secrets();
     }
@@ -325,7 +398,8 @@ fn a_running_http_cluster_moves_to_tls_one_member_at_a_time() {
         acked.len()
     );
     assert_status(&model, 3);
-    assert_tls_everywhere(&model, &t, &easyrsa.ca.pem);
+    let db2 = assert_tls_everywhere(&model, &t, &easyrsa.ca.pem);
+    assert_ne!(db2, db);
     let data = model.relation_data(&db, "etcd/0");
     let client = Client::new(
         &model.etcd,

@@ -737,3 +737,54 @@ fn a_new_leader_never_bootstraps_beside_hand_laid_units() {
         assert!(urls.contains(&format!("//{ip}:")), "{name}: {urls}");
     }
 }
+
+/// A unit whose etcd does not come back from its rolling restart keeps the
+/// lock: no other unit restarts, and the cluster keeps its quorum. Once it
+/// comes back, the roll goes on.
+#[test]
+fn a_unit_that_cannot_come_back_stops_the_roll() {
+    let (_t, model) = three_units("deploy-roll-stops");
+    let before: Vec<usize> = model.units.iter().map(Unit::starts).collect();
+    // etcd/0 restarts first (the lowest unit number asking); systemd will
+    // refuse to start it again.
+    let u0 = model.unit("etcd/0");
+    fs::write(u0.dir.join("svc/refuse-start"), "100").expect("fault");
+    let since = now();
+    model.config(&["heartbeat_interval=120"]);
+    let (status, msg) = u0.status_line();
+    println!("etcd/0: {status}: {msg}");
+    assert_eq!(status, "blocked", "{msg}");
+    assert!(msg.contains("this unit's etcd is not serving"), "{msg}");
+    assert!(
+        msg.contains("the rolling restart waits until this member is healthy again"),
+        "{msg}"
+    );
+    for (u, was) in model.units.iter().zip(&before).skip(1) {
+        assert_eq!(
+            u.starts(),
+            *was,
+            "{} restarted beside a member that is down",
+            u.spec.unit
+        );
+        let (status, msg) = u.status_line();
+        assert_eq!(status, "active", "{msg}");
+        assert!(msg.starts_with("Healthy with 3 known peers"), "{msg}");
+        assert!(
+            msg.contains("restart pending (config changed): etcd/0 restarts first"),
+            "{msg}"
+        );
+    }
+    // systemd starts it again: the roll goes on, one unit at a time.
+    fs::write(u0.dir.join("svc/refuse-start"), "0").expect("fault cleared");
+    model.run_all("update-status");
+    let rolled = restarts(&model.units, since);
+    assert_one_at_a_time(&rolled);
+    for u in &model.units {
+        assert_healthy(u, 3);
+        let conf = fs::read_to_string(&u.conf).expect("config");
+        assert!(conf.contains("heartbeat-interval: 120\n"), "{conf}");
+    }
+    for (u, was) in model.units.iter().zip(&before).skip(1) {
+        assert_eq!(u.starts(), was + 1, "{}", u.spec.unit);
+    }
+}

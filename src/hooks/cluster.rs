@@ -350,7 +350,11 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         // Not running: nothing to keep up, so no turn to wait for.
         plan.apply(ctx.paths, &mut inst)?;
         let _ = service::enable();
-        service::start().map_err(|e| Error::Hook(e.to_string()))?;
+        if let Err(e) = service::start() {
+            // The status says what systemd and etcd's log say; the next
+            // hook (update-status at the latest) tries again.
+            ctx.log(&format!("etcd did not start: {e}"));
+        }
     } else {
         let live = EtcdConfig::load(conf_path)?.client_endpoint(conf_path)?;
         let reach = |url: &str| peer_endpoint(url, member.tls.as_ref(), conf_path);
@@ -433,7 +437,11 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     }
     let pending: Vec<String> = pending.into_iter().chain(waiting).collect();
     let pending = (!pending.is_empty()).then(|| pending.join("; "));
-    report_health(tools, ctx.paths, &health, pending.as_deref())
+    report_health(tools, ctx.paths, &health, pending.as_deref())?;
+    if let Some(why) = &choice.blocked {
+        tools.status_set(Status::Blocked, why)?;
+    }
+    Ok(())
 }
 
 /// The TLS files beside the config, where the old charm kept them.

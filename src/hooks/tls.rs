@@ -34,6 +34,8 @@ pub struct Choice {
     pub hold: Option<String>,
     /// Something for the status.
     pub note: Option<String>,
+    /// What the operator must do (the status is blocked with it).
+    pub blocked: Option<String>,
 }
 
 /// The TLS files on disk: what etcd runs with, kept when the relation has
@@ -62,8 +64,14 @@ pub fn choose(
     addresses: &[String],
 ) -> Result<Choice, Error> {
     let req = certificates::Request::new(&ctx.env.unit_name, addresses);
-    let certs = certificates::exchange(ctx.tools, &ctx.paths.state_dir(), &req)
-        .map_err(|e| Error::Hook(e.to_string()))?;
+    let broken = format!("{}-relation-broken", certificates::ENDPOINT);
+    let certs = if ctx.env.hook_name.as_deref() == Some(broken.as_str()) {
+        // Juju still lists the relation while it breaks.
+        Certs::Unrelated
+    } else {
+        certificates::exchange(ctx.tools, &ctx.paths.state_dir(), &req)
+            .map_err(|e| Error::Hook(e.to_string()))?
+    };
     let stage = settings.get(STAGE).cloned().unwrap_or_default();
     if let Some(rid) = rid {
         let ready = matches!(certs, Certs::Ready { .. });
@@ -76,6 +84,7 @@ pub fn choose(
         share_client: true,
         hold: None,
         note: None,
+        blocked: None,
     };
     match certs {
         Certs::Ready { pems, protocol } => {
@@ -117,7 +126,7 @@ pub fn choose(
         Certs::Unrelated if !stage.is_empty() => {
             choice.pems = on_disk(ctx);
             choice.bridge = stage == PEERS;
-            choice.note = Some(
+            choice.blocked = Some(
                 "the certificates relation is gone: etcd keeps serving TLS with the certificates it has, which nothing renews now; relate a certificates provider again (going back to plain HTTP is not done automatically)".into(),
             );
         }

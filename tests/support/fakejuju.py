@@ -31,6 +31,7 @@ Commands (for the test harness and ./charm demo):
   config MODEL key=value ...      juju config: validate, config-changed everywhere; settle
   run-all MODEL HOOK              one hook on every unit (update-status); settle
   relate MODEL ENDPOINT REMOTE    a relation to another application (its unit played by the test)
+  unrelate MODEL RID               juju remove-relation: departed, broken on every unit; settle
   remote-set MODEL RID WHO FILE [--app]
                                   that application sets its unit's (or app's) data from a JSON file; settle
   settle MODEL                    run queued hooks until none are left
@@ -1342,6 +1343,34 @@ def cmd_relate(argv):
     return 0
 
 
+def cmd_unrelate(argv):
+    """juju remove-relation: on every unit, departed (the remote unit),
+    then broken (the relation is still listed during broken, as Juju lists
+    it); then the relation and its data are gone; settle."""
+    model, rid = os.path.abspath(argv[0]), argv[1]
+    state = model_state(model)
+    rel = state.get("relations", {}).pop(rid, None)
+    if rel is None:
+        print(f"ERROR relation {rid} not found", file=sys.stderr)
+        return 1
+    save_model(model, state)
+    ran = []
+    for unit, udir in sorted(state["units"].items()):
+        see(udir, rid, rel["remote"], False)
+        ran.append(fire(udir, f"{rel['endpoint']}-relation-departed", relation_env(rid, rel["remote"], rel["remote"])))
+        ran.append(fire(udir, f"{rel['endpoint']}-relation-broken", relation_env(rid, "")))
+        rels = relations(udir)
+        rels.get(rel["endpoint"], {}).pop(rid, None)
+        write_json(jpath(udir, "relations.json"), rels)
+    data = reldata(model)
+    data.pop(rid, None)
+    write_json(mpath(model, "reldata.json"), data)
+    queue = [e for e in read_json(mpath(model, "queue.json"), []) if e["rid"] != rid]
+    write_json(mpath(model, "queue.json"), queue)
+    ran += settle(model)
+    return model_report(ran)
+
+
 def cmd_remote_set(argv):
     """The remote application of a relation (played by the test) sets its
     data: a unit's databag (WHO = its unit) or, with --app, its
@@ -1492,6 +1521,7 @@ def main(argv):
         "settle": cmd_settle,
         "relate": cmd_relate,
         "remote-set": cmd_remote_set,
+        "unrelate": cmd_unrelate,
         "reboot": cmd_reboot,
     }
     if not argv or argv[0] not in commands:

@@ -1187,6 +1187,12 @@ impl Model {
         v["relation"].as_str().unwrap_or_default().to_string()
     }
 
+    /// `juju remove-relation`: departed and broken on every unit.
+    pub fn unrelate(&self, rid: &str) -> Vec<Value> {
+        let dir = self.dir.display().to_string();
+        self.fake(&["unrelate", &dir, rid])
+    }
+
     /// The remote application sets its unit's (or with `app`, its
     /// application's) data; every unit runs relation-changed; settle.
     pub fn remote_set(
