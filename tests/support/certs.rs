@@ -169,9 +169,9 @@ impl V4Provider {
                     .trim()
                     .to_string();
                 let mut signed = self.signed.borrow_mut();
-                if !signed.contains_key(&csr) {
-                    let cert = self.ca.sign(&csr);
-                    signed.insert(csr, cert);
+                if let std::collections::btree_map::Entry::Vacant(e) = signed.entry(csr) {
+                    let cert = self.ca.sign(e.key());
+                    e.insert(cert);
                     fresh = true;
                 }
             }
