@@ -32,14 +32,31 @@ fn unit_number(unit: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// The leader's part: keeps the lock with a holder that still wants it
-/// (it is restarting, or could not come back), else hands it to the next
-/// unit that asks, lowest unit number first. Returns the holder.
+/// The lock's value: the unit and the request it was granted for, so a
+/// grant never carries over to a later request of the same unit (a hook
+/// that read the leader settings before the lock moved on would otherwise
+/// take it).
+pub fn grant_value(unit: &str, digest: &str) -> String {
+    format!("{unit}:{digest}")
+}
+
+/// The unit holding the lock (`etcd/1` of `etcd/1:<digest>`).
+pub fn holder(settings: &Settings) -> Option<&str> {
+    settings
+        .get(LOCK)
+        .and_then(|v| v.split(':').next())
+        .filter(|u| !u.is_empty())
+}
+
+/// The leader's part: keeps the lock with a holder that still wants it for
+/// the same request (it is restarting, or could not come back), else hands
+/// it to the next unit that asks, lowest unit number first. Returns the
+/// lock's value.
 pub fn arbitrate(
     tools: &dyn HookTools,
     rid: &str,
     me: &str,
-    i_want: bool,
+    my_want: Option<&str>,
     settings: &mut Settings,
 ) -> Result<Option<String>, JujuError> {
     let mut units = tools.relation_list(rid)?;
@@ -48,56 +65,76 @@ pub fn arbitrate(
     units.dedup();
     let mut wanting = Vec::new();
     for u in &units {
-        let wants = if u == me {
-            i_want
+        let want = if u == me {
+            my_want.map(String::from)
         } else {
-            tools
-                .relation_get(rid, u)?
-                .get(WANT)
-                .is_some_and(|v| !v.is_empty())
+            tools.relation_get(rid, u)?.get(WANT).cloned()
         };
-        if wants {
-            wanting.push(u.clone());
+        if let Some(d) = want.filter(|d| !d.is_empty()) {
+            wanting.push(grant_value(u, &d));
         }
     }
     let current = settings.get(LOCK).cloned().unwrap_or_default();
-    let holder = if wanting.contains(&current) {
+    let value = if wanting.contains(&current) {
         Some(current.clone())
     } else {
         wanting.first().cloned()
     };
-    let value = holder.clone().unwrap_or_default();
-    if value != current {
-        tools.leader_set(&[(LOCK, value.clone())])?;
-        if value.is_empty() {
+    let new = value.clone().unwrap_or_default();
+    if new != current {
+        tools.leader_set(&[(LOCK, new.clone())])?;
+        if new.is_empty() {
             settings.remove(LOCK);
         } else {
-            settings.insert(LOCK.into(), value);
+            settings.insert(LOCK.into(), new);
         }
     }
-    Ok(holder)
+    Ok(value)
 }
 
 /// A member's client endpoint, reached with this unit's client identity
 /// when it speaks TLS.
 pub type Reach<'a> = &'a dyn Fn(&str) -> ClientEndpoint;
 
+/// The member list as this unit's member gives it, else as the first
+/// other member that answers gives it. None when nobody answers.
+fn member_list(
+    rt: &tokio::runtime::Runtime,
+    local: &Health,
+    others: &[ClientEndpoint],
+) -> Option<(Option<u64>, Vec<MemberInfo>)> {
+    if let Some((status, members, _)) = local.serving() {
+        return Some((Some(status.member_id), members.to_vec()));
+    }
+    others.iter().find_map(|ep| {
+        let c = rt.block_on(LocalMember::connect(ep)).ok()?;
+        Some((None, rt.block_on(c.members()).ok()?))
+    })
+}
+
 /// Whether this unit's member may stop now: every other voting member must
 /// answer as itself, so the cluster keeps its quorum while this one is
-/// down. A member that is not serving anyway may always restart. Returns
-/// the members that answered (to hand leadership to), or why not.
+/// down. When this member does not answer, the list comes from the others
+/// (it may only be slow, and still count). Returns the members that
+/// answered (to hand leadership to), or why not.
 pub fn may_stop(
     rt: &tokio::runtime::Runtime,
     local: &Health,
+    name: &str,
+    others: &[ClientEndpoint],
     reach: Reach,
 ) -> Result<Vec<MemberInfo>, String> {
-    let Some((status, members, _)) = local.serving() else {
-        return Ok(Vec::new());
+    let Some((my_id, members)) = member_list(rt, local, others) else {
+        if others.is_empty() {
+            // A cluster of one: its restart is an outage whatever we do.
+            return Ok(Vec::new());
+        }
+        return Err("no other member answers".into());
     };
     let mut answered = Vec::new();
     for m in members
         .iter()
-        .filter(|m| m.id != status.member_id && !m.is_learner)
+        .filter(|m| Some(m.id) != my_id && m.name != name && !m.is_learner)
     {
         let Some(url) = m.client_urls.first() else {
             return Err(format!("member {} has not started", m.name));
@@ -156,29 +193,61 @@ pub fn move_leadership(
     ))
 }
 
-/// Before this unit's member restarts on a new peer URL (moving to TLS, or
-/// a new address): the cluster is told first (MemberUpdate), so the others
-/// reach it at the new URL once it is back.
+/// Before this unit's member starts on a new peer URL (moving to TLS, or
+/// a new address): the cluster is told first (MemberUpdate), through this
+/// member or, when it does not answer, another, so the others reach it at
+/// the new URL once it is back.
 pub fn readvertise(
     rt: &tokio::runtime::Runtime,
-    endpoint: &ClientEndpoint,
     local: &Health,
+    local_endpoint: &ClientEndpoint,
+    others: &[ClientEndpoint],
+    name: &str,
     peer_url: &str,
 ) -> Result<(), String> {
-    let Some((status, members, _)) = local.serving() else {
-        return Ok(());
+    let via: Vec<&ClientEndpoint> = if local.serving().is_some() {
+        vec![local_endpoint]
+    } else {
+        others.iter().collect()
     };
-    let Some(me) = members.iter().find(|m| m.id == status.member_id) else {
-        return Ok(());
-    };
-    if me.peer_urls.iter().any(|u| u == peer_url) {
+    let mut last = String::from("no member answers");
+    for ep in via {
+        let client = match rt.block_on(LocalMember::connect(ep)) {
+            Ok(c) => c,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        let members = match rt.block_on(client.members()) {
+            Ok(m) => m,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        let my_id = local.status().map(|s| s.member_id);
+        let Some(me) = members
+            .iter()
+            .find(|m| Some(m.id) == my_id || (!m.name.is_empty() && m.name == name))
+        else {
+            // Not a member (yet): nothing to tell.
+            return Ok(());
+        };
+        if me.peer_urls.iter().any(|u| u == peer_url) {
+            return Ok(());
+        }
+        return rt
+            .block_on(client.update_peer_urls(me.id, &[peer_url.to_string()]))
+            .map_err(|e| format!("cannot change this member's peer URL to {peer_url}: {e}"));
+    }
+    if others.is_empty() && local.serving().is_none() {
+        // Alone and down: nobody to tell; it comes back on its own.
         return Ok(());
     }
-    let client = rt
-        .block_on(LocalMember::connect(endpoint))
-        .map_err(|e| e.to_string())?;
-    rt.block_on(client.update_peer_urls(me.id, &[peer_url.to_string()]))
-        .map_err(|e| format!("cannot change this member's peer URL to {peer_url}: {e}"))
+    Err(format!(
+        "cannot change this member's peer URL to {peer_url}: {last}"
+    ))
 }
 
 #[cfg(test)]

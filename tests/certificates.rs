@@ -8,12 +8,12 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::certs::{serve, Client, Easyrsa, V4Provider, EASYRSA, V4};
-use support::{mode, Etcd, Model, TestDir};
+use support::{assert_one_at_a_time, mode, now, restarts, Etcd, Model, TestDir};
 
 const V35: &str = "3.5.16";
 const TLS_FILES: [&str; 5] = [
@@ -55,17 +55,9 @@ fn assert_tls_everywhere(model: &Model, t: &TestDir, ca: &str) -> String {
         assert!(!conf.contains("\"http://"), "{conf}");
     }
     let db = model.relate("db", "client/0");
-    let data = model.relation_data(&db, "etcd/0");
-    let urls = data["connection_string"].clone();
-    assert_eq!(urls.split(',').count(), 3, "{data:?}");
+    let (client, urls) = db_client(model, t, &db, "etcd/0", "db-client");
+    assert_eq!(urls.split(',').count(), 3, "{urls}");
     assert!(urls.split(',').all(|u| u.starts_with("https://")), "{urls}");
-    let client = Client::new(
-        &model.etcd,
-        &t.path().join("db-client"),
-        &data["client_ca"],
-        &data["client_cert"],
-        &data["client_key"],
-    );
     let put = client.run(&urls, &["put", "/over/tls", "yes"]);
     assert!(put.status.success(), "{put:?}");
     let list = client.run(&urls, &["member", "list", "-w", "json"]);
@@ -144,10 +136,10 @@ fn easyrsa_at_deploy_gives_three_units_tls() {
     // The shared client pair is used as layer-etcd uses it.
     assert_eq!(
         fs::read_to_string(common(&model, "etcd/2").join("client.crt")).expect("client"),
-        easyrsa.client.0
+        easyrsa.client().0
     );
     assert_status(&model, 3);
-    let db = assert_tls_everywhere(&model, &t, &easyrsa.ca.pem);
+    let db = assert_tls_everywhere(&model, &t, &easyrsa.ca_pem());
     let sans_before = model.relation_data(&rid, "etcd/0")["sans"].clone();
 
     // A unit added now joins over TLS with a certificate for its address;
@@ -168,23 +160,14 @@ fn easyrsa_at_deploy_gives_three_units_tls() {
         .collect();
     want.sort();
     assert_eq!(data["connection_string"], want.join(","));
-    let client = Client::new(
-        &model.etcd,
-        &t.path().join("after-scale"),
-        &data["client_ca"],
-        &data["client_cert"],
-        &data["client_key"],
-    );
-    let got = client.run(
-        &data["connection_string"],
-        &["get", "/over/tls", "--print-value-only"],
-    );
+    let (client, urls) = db_client(&model, &t, &db, "etcd/3", "after-scale");
+    let got = client.run(&urls, &["get", "/over/tls", "--print-value-only"]);
     assert_eq!(
         String::from_utf8_lossy(&got.stdout).trim(),
         "yes",
         "{got:?}"
     );
-    let list = client.run(&data["connection_string"], &["member", "list"]);
+    let list = client.run(&urls, &["member", "list"]);
     let text = String::from_utf8_lossy(&list.stdout).to_string();
     assert!(
         text.contains("etcd-3") && !text.contains("etcd-1,"),
@@ -199,10 +182,7 @@ fn easyrsa_at_deploy_gives_three_units_tls() {
         assert_eq!(status, "blocked", "{msg}");
         assert!(msg.contains("the certificates relation is gone"), "{msg}");
     }
-    let got = client.run(
-        &data["connection_string"],
-        &["get", "/over/tls", "--print-value-only"],
-    );
+    let got = client.run(&urls, &["get", "/over/tls", "--print-value-only"]);
     assert_eq!(
         String::from_utf8_lossy(&got.stdout).trim(),
         "yes",
@@ -222,9 +202,36 @@ fn a_v4_provider_at_deploy_gives_three_units_tls() {
     for n in 0..3 {
         model.add_unit(n);
     }
-    serve(&model, &rid, &|m, r| provider.answer(m, r));
+    // The first certificates are close to their expiry: each unit asks
+    // for new ones (same key) and rolls onto them.
+    provider.expiring.set(true);
+    serve(&model, &rid, &|m, r| {
+        let fresh = provider.answer(m, r);
+        provider.expiring.set(false);
+        fresh
+    });
     model.run_all("update-status");
     assert_status(&model, 3);
+    for u in &model.units {
+        let pem =
+            fs::read_to_string(common(&model, &u.spec.unit).join("server.crt")).expect("cert");
+        let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("pem");
+        let cert = p.parse_x509().expect("x509");
+        let left = cert.validity().not_after.timestamp() - now() as i64;
+        assert!(
+            left > 3600,
+            "{} still runs the expiring certificate",
+            u.spec.unit
+        );
+        let published = model.relation_data(&rid, &u.spec.unit);
+        let csrs: Vec<serde_json::Value> =
+            serde_json::from_str(&published["certificate_signing_requests"]).expect("csrs");
+        assert_eq!(csrs.len(), 2, "the renewal became the current request");
+        assert_eq!(
+            mode(&common(&model, &u.spec.unit).join("server.key")) & 0o777,
+            0o600
+        );
+    }
     // The keys never left the units: what they published holds none.
     for u in &model.units {
         let published = model.relation_data(&rid, &u.spec.unit);
@@ -259,42 +266,83 @@ fn a_v4_provider_at_deploy_gives_three_units_tls() {
     assert!(!plain.status.success());
 }
 
+/// A client as `client/0` is now: with what `unit` last published on `db`
+/// (connection string and credentials).
+fn db_now(
+    reldata: &std::path::Path,
+    db: &str,
+    unit: &str,
+    etcd: &Etcd,
+    dir: &std::path::Path,
+) -> (Client, String) {
+    let v: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(reldata).unwrap_or_default()).unwrap_or_default();
+    let d = &v[db][unit];
+    let s = |k: &str| d[k].as_str().unwrap_or("").to_string();
+    let c = Client::new(
+        etcd,
+        dir,
+        &s("client_ca"),
+        &s("client_cert"),
+        &s("client_key"),
+    );
+    (c, s("connection_string"))
+}
+
+/// `client/0` with what `unit` published on `db` now, its files under `name`.
+fn db_client(model: &Model, t: &TestDir, db: &str, unit: &str, name: &str) -> (Client, String) {
+    db_now(
+        &model.dir.join("reldata.json"),
+        db,
+        unit,
+        &model.etcd,
+        &t.path().join(name),
+    )
+}
+
 /// Counts, at each sample, the members that answer neither over http nor
-/// https; and a writer that puts a key every 100 ms through whatever the
-/// `db` relation says now. Both stop when the flag drops.
+/// https to a client with the `db` relation's credentials; and a writer that
+/// puts a key every 100 ms through whatever the `db` relation says now. Both
+/// stop when the flag drops.
 struct Watch {
     stop: Arc<AtomicBool>,
     down: Arc<Mutex<Vec<usize>>>,
     acked: Arc<Mutex<Vec<String>>>,
+    refused: Arc<AtomicUsize>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn watch(model: &Model, t: &TestDir, db: &str, ca: &Easyrsa) -> Watch {
+fn watch(model: &Model, t: &TestDir, db: &str, prefix: &str) -> Watch {
     let stop = Arc::new(AtomicBool::new(false));
     let down = Arc::new(Mutex::new(Vec::new()));
     let acked = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(AtomicUsize::new(0));
     let mut threads = Vec::new();
-    let probe = Client::new(
-        &model.etcd,
-        &t.path().join("probe"),
-        &ca.ca.pem,
-        &ca.client.0,
-        &ca.client.1,
-    );
     let hosts: Vec<String> = model
         .units
         .iter()
         .map(|u| format!("{}:{}", u.spec.ip, model.client_port))
         .collect();
+    let reldata = model.dir.join("reldata.json");
     {
         let (stop, down) = (stop.clone(), down.clone());
+        let (reldata, db, etcd) = (reldata.clone(), db.to_string(), model.etcd.clone());
+        let dir = t.path().join("probe");
         threads.push(std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(600);
+            let deadline = Instant::now() + Duration::from_secs(900);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let (probe, urls) = db_now(&reldata, &db, "etcd/0", &etcd, &dir);
+                // The scheme clients are told first: a probe in the other
+                // one waits for its dial timeout.
+                let schemes = if urls.starts_with("https://") {
+                    ["https", "http"]
+                } else {
+                    ["http", "https"]
+                };
                 let n = hosts
                     .iter()
                     .filter(|h| {
-                        !["http", "https"].iter().any(|s| {
+                        !schemes.iter().any(|s| {
                             probe
                                 .run(&format!("{s}://{h}"), &["endpoint", "health"])
                                 .status
@@ -308,33 +356,19 @@ fn watch(model: &Model, t: &TestDir, db: &str, ca: &Easyrsa) -> Watch {
         }));
     }
     {
-        let (stop, acked) = (stop.clone(), acked.clone());
-        let reldata = model.dir.join("reldata.json");
-        let db = db.to_string();
+        let (stop, acked, refused) = (stop.clone(), acked.clone(), refused.clone());
+        let (db, etcd, prefix) = (db.to_string(), model.etcd.clone(), prefix.to_string());
         let dir = t.path().join("writer");
-        let etcd = model.etcd.clone();
         threads.push(std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(600);
+            let deadline = Instant::now() + Duration::from_secs(900);
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let v: serde_json::Value =
-                    serde_json::from_str(&fs::read_to_string(&reldata).unwrap_or_default())
-                        .unwrap_or_default();
-                let d = &v[&db]["etcd/0"];
-                let s = |k: &str| d[k].as_str().unwrap_or("").to_string();
-                let c = Client::new(
-                    &etcd,
-                    &dir,
-                    &s("client_ca"),
-                    &s("client_cert"),
-                    &s("client_key"),
-                );
-                let key = format!("/writer/{i:05}");
-                if c.run(&s("connection_string"), &["put", &key, "v"])
-                    .status
-                    .success()
-                {
+                let (c, urls) = db_now(&reldata, &db, "etcd/0", &etcd, &dir);
+                let key = format!("/writer/{prefix}/{i:05}");
+                if c.run(&urls, &["put", &key, "v"]).status.success() {
                     acked.lock().expect("acked").push(key);
+                } else {
+                    refused.fetch_add(1, Ordering::Relaxed);
                 }
                 i += 1;
                 std::thread::sleep(Duration::from_millis(100));
@@ -345,24 +379,76 @@ fn watch(model: &Model, t: &TestDir, db: &str, ca: &Easyrsa) -> Watch {
         stop,
         down,
         acked,
+        refused,
         threads,
     }
 }
 
 impl Watch {
-    fn finish(self) -> (Vec<usize>, Vec<String>) {
+    fn finish(self) -> (Vec<usize>, Vec<String>, usize) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().expect("watcher thread");
         }
         let down = self.down.lock().expect("samples").clone();
         let acked = self.acked.lock().expect("acked").clone();
-        (down, acked)
+        (down, acked, self.refused.load(Ordering::Relaxed))
     }
 }
 
+/// Runs `change` while a writer and a sampler watch the cluster through the
+/// `db` relation; then checks no member was down beside another, the writer
+/// got through, and each etcd restarted `per_unit` times, one at a time.
+/// Returns the writes acknowledged.
+fn watched(
+    what: &str,
+    model: &Model,
+    t: &TestDir,
+    db: &str,
+    per_unit: usize,
+    change: &dyn Fn(),
+) -> Vec<String> {
+    let since = now();
+    let w = watch(model, t, db, &what.replace(' ', "-"));
+    std::thread::sleep(Duration::from_secs(2));
+    change();
+    model.run_all("update-status");
+    std::thread::sleep(Duration::from_secs(2));
+    let (down, acked, refused) = w.finish();
+    let mut seen = BTreeMap::new();
+    for d in &down {
+        *seen.entry(*d).or_insert(0) += 1;
+    }
+    let rolled = restarts(&model.units, since);
+    println!(
+        "{what}: members down per sample {seen:?}; {} writes acknowledged, {refused} refused; {} restarts",
+        acked.len(),
+        rolled.len()
+    );
+    // The sampler and the writer ran through the change (how often depends
+    // on this machine's speed).
+    assert!(down.len() >= 3, "{what}: too few samples: {down:?}");
+    assert!(
+        down.iter().all(|d| *d <= 1),
+        "{what}: two members down at once: {seen:?}"
+    );
+    assert!(
+        acked.len() >= 3,
+        "{what}: the writer got few writes through: {}",
+        acked.len()
+    );
+    assert_eq!(
+        rolled.len(),
+        per_unit * model.units.len(),
+        "{what}: {rolled:?}"
+    );
+    assert_one_at_a_time(&rolled);
+    assert_status(model, 3);
+    acked
+}
+
 #[test]
-fn a_running_http_cluster_moves_to_tls_one_member_at_a_time() {
+fn a_running_http_cluster_moves_to_tls_then_renews_and_rotates_its_ca() {
     let t = TestDir::new("certs-switch");
     let mut model = Model::new(t.path(), &Etcd::get(V35));
     for n in 0..3 {
@@ -372,46 +458,56 @@ fn a_running_http_cluster_moves_to_tls_one_member_at_a_time() {
     assert_status(&model, 3);
     let db = model.relate("db", "client/0");
     let easyrsa = Easyrsa::new();
-    let w = watch(&model, &t, &db, &easyrsa);
-    std::thread::sleep(Duration::from_secs(2));
     let rid = model.relate("certificates", EASYRSA);
-    serve(&model, &rid, &|m, r| easyrsa.answer(m, r));
-    model.run_all("update-status");
-    std::thread::sleep(Duration::from_secs(2));
-    let (down, acked) = w.finish();
-    let mut seen = BTreeMap::new();
-    for d in &down {
-        *seen.entry(*d).or_insert(0) += 1;
-    }
-    println!(
-        "members down per sample: {seen:?}; {} writes acknowledged",
-        acked.len()
-    );
-    assert!(down.len() > 10, "too few samples: {down:?}");
-    assert!(
-        down.iter().all(|d| *d <= 1),
-        "two members down at once: {seen:?}"
-    );
-    assert!(
-        acked.len() > 20,
-        "the writer got few writes through: {}",
-        acked.len()
-    );
-    assert_status(&model, 3);
-    let db2 = assert_tls_everywhere(&model, &t, &easyrsa.ca.pem);
-    assert_ne!(db2, db);
+    let mut acked = Vec::new();
+    // Two rolls: peers get their TLS identity, then everything moves.
+    acked.extend(watched("HTTP to TLS", &model, &t, &db, 2, &|| {
+        serve(&model, &rid, &|m, r| easyrsa.answer(m, r));
+    }));
+    assert_tls_everywhere(&model, &t, &easyrsa.ca_pem());
+    // New server certificates from the same CA: one roll.
+    acked.extend(watched(
+        "certificates re-issued",
+        &model,
+        &t,
+        &db,
+        1,
+        &|| {
+            easyrsa.renew();
+            serve(&model, &rid, &|m, r| easyrsa.answer(m, r));
+        },
+    ));
+    // A new CA: trusted beside the old one, then presented, then the old
+    // one dropped: three rolls.
+    let old_client = easyrsa.client();
+    let old_ca = easyrsa.ca_pem();
+    acked.extend(watched("CA rotated", &model, &t, &db, 3, &|| {
+        easyrsa.rotate();
+        serve(&model, &rid, &|m, r| easyrsa.answer(m, r));
+    }));
+    assert_ne!(easyrsa.ca_pem(), old_ca);
+    assert_tls_everywhere(&model, &t, &easyrsa.ca_pem());
     let data = model.relation_data(&db, "etcd/0");
-    let client = Client::new(
+    assert_eq!(data["client_ca"], easyrsa.ca_pem());
+    assert_eq!(data["client_cert"], easyrsa.client().0);
+    // The old client pair is no longer let in.
+    let old = Client::new(
         &model.etcd,
-        &t.path().join("check"),
-        &data["client_ca"],
-        &data["client_cert"],
-        &data["client_key"],
+        &t.path().join("old"),
+        &easyrsa.ca_pem(),
+        &old_client.0,
+        &old_client.1,
     );
-    let got = client.run(
+    let refused = old.run(
         &data["connection_string"],
-        &["get", "/writer/", "--prefix", "--keys-only"],
+        &["get", "/writer/", "--prefix", "--limit=1"],
     );
+    assert!(
+        !refused.status.success(),
+        "the old CA's client still gets in"
+    );
+    let (client, urls) = db_client(&model, &t, &db, "etcd/0", "check");
+    let got = client.run(&urls, &["get", "/writer/", "--prefix", "--keys-only"]);
     let keys: Vec<String> = String::from_utf8_lossy(&got.stdout)
         .lines()
         .filter(|l| !l.is_empty())
@@ -420,4 +516,39 @@ fn a_running_http_cluster_moves_to_tls_one_member_at_a_time() {
     for k in &acked {
         assert!(keys.contains(k), "acknowledged write {k} lost");
     }
+}
+
+/// The `tls_*` options set on a running HTTP cluster move it the same way:
+/// two rolls, one unit at a time.
+#[test]
+fn tls_options_on_a_running_cluster_move_it_to_tls() {
+    use base64::Engine;
+    let t = TestDir::new("certs-options");
+    let mut model = Model::new(t.path(), &Etcd::get(V35));
+    for n in 0..3 {
+        model.add_unit(n);
+    }
+    model.run_all("update-status");
+    assert_status(&model, 3);
+    let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
+    let tls = support::tls();
+    let pairs: Vec<String> = [
+        ("tls_ca_certificate", &tls.ca),
+        ("tls_server_certificate", &tls.server_cert),
+        ("tls_server_key", &tls.server_key),
+        ("tls_client_certificate", &tls.client_cert),
+        ("tls_client_key", &tls.client_key),
+    ]
+    .iter()
+    .map(|(k, v)| format!("{k}={}", b64(v)))
+    .collect();
+    let since = now();
+    let pairs: Vec<&str> = pairs.iter().map(String::as_str).collect();
+    model.config(&pairs);
+    model.run_all("update-status");
+    let rolled = restarts(&model.units, since);
+    assert_eq!(rolled.len(), 6, "{rolled:?}");
+    assert_one_at_a_time(&rolled);
+    assert_status(&model, 3);
+    assert_tls_everywhere(&model, &t, &tls.ca);
 }

@@ -787,4 +787,24 @@ fn a_unit_that_cannot_come_back_stops_the_roll() {
     for (u, was) in model.units.iter().zip(&before).skip(1) {
         assert_eq!(u.starts(), was + 1, "{}", u.spec.unit);
     }
+
+    // A new snap channel rolls too: each unit refreshes and restarts in
+    // its turn.
+    let since = now();
+    model.config(&["channel=3.5/candidate"]);
+    let rolled = restarts(&model.units, since);
+    assert_eq!(rolled.len(), 3, "{rolled:?}");
+    assert_one_at_a_time(&rolled);
+    for u in &model.units {
+        assert!(
+            u.calls_of("snap").contains(&vec![
+                "refresh".into(),
+                "etcd".into(),
+                "--channel=3.5/candidate".into()
+            ]),
+            "{}",
+            u.spec.unit
+        );
+        assert_healthy(u, 3);
+    }
 }

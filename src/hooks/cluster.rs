@@ -25,6 +25,7 @@ use crate::etcd::{EtcdConfig, LocalMember, MemberInfo};
 use crate::fsutil;
 use crate::install::{self, Installed};
 use crate::juju::{LogLevel, Settings, Status};
+use crate::roll;
 use crate::service;
 
 pub const PEER: &str = "cluster";
@@ -125,11 +126,17 @@ fn peers(ctx: &HookContext, rid: &str) -> Result<BTreeMap<String, Settings>, Str
 
 /// The client URL of a peer whose etcd has started.
 fn started_peer(ctx: &HookContext, rid: &str) -> Option<String> {
+    started_peers(ctx, rid).into_iter().next()
+}
+
+/// The client URLs of the peers whose etcd has started.
+fn started_peers(ctx: &HookContext, rid: &str) -> Vec<String> {
     peers(ctx, rid)
-        .ok()?
+        .unwrap_or_default()
         .into_values()
         .filter(|d| d.get("started").is_some())
-        .find_map(|d| d.get("client-url").cloned())
+        .filter_map(|d| d.get("client-url").cloned())
+        .collect()
 }
 
 /// A member's client endpoint, reached with this unit's client identity.
@@ -228,7 +235,8 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         bridge: false,
     };
     let rid = tools.relation_ids(PEER)?.into_iter().next();
-    let db_address = tools.ingress_address(DB).unwrap_or_default();
+    // Part of the certificate's names: a guess would re-issue it.
+    let db_address = tools.ingress_address(DB)?;
     let fresh = !initialized && !settings.contains_key(BOOTSTRAPPED);
     let choice = tls::choose(
         ctx,
@@ -346,14 +354,31 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     let active = service::is_active();
     let mut pending = None;
     let mut restarted = false;
+    let others: Vec<ClientEndpoint> = rid
+        .as_deref()
+        .map(|rid| started_peers(ctx, rid))
+        .unwrap_or_default()
+        .iter()
+        .map(|url| peer_endpoint(url, member.tls.as_ref(), conf_path))
+        .collect();
     if !active {
-        // Not running: nothing to keep up, so no turn to wait for.
+        // Not running: nothing to keep up, so no turn to wait for; the
+        // cluster learns a new peer URL first.
         plan.apply(ctx.paths, &mut inst)?;
+        let down = Health::Down {
+            detail: String::new(),
+        };
+        let live = EtcdConfig::load(conf_path)?.client_endpoint(conf_path)?;
+        if let Err(why) = roll::readvertise(&rt, &down, &live, &others, &name, &member.peer_url()) {
+            ctx.log(&why);
+        }
         let _ = service::enable();
         if let Err(e) = service::start() {
             // The status says what systemd and etcd's log say; the next
             // hook (update-status at the latest) tries again.
             ctx.log(&format!("etcd did not start: {e}"));
+        } else {
+            restart::started(ctx.paths);
         }
     } else {
         let live = EtcdConfig::load(conf_path)?.client_endpoint(conf_path)?;
@@ -367,6 +392,7 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
             &plan,
             &mut inst,
             (&live, &name, &member.peer_url()),
+            &others,
             &reach,
         )?;
         match turn {
@@ -385,6 +411,19 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         Duration::ZERO
     };
     let health = wait_for_member(&rt, &endpoint, &name, limit);
+    if let Some((status, members, _)) = health.serving() {
+        // The cluster must know the peer URL this member serves on.
+        let known = members
+            .iter()
+            .any(|m| m.id == status.member_id && m.peer_urls.contains(&member.peer_url()));
+        if !known {
+            if let Err(why) =
+                roll::readvertise(&rt, &health, &endpoint, &others, &name, &member.peer_url())
+            {
+                ctx.log(&why);
+            }
+        }
+    }
     let rolling = restart::finish(
         ctx,
         rid.as_deref(),
@@ -396,7 +435,7 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     let pending = pending.or(rolling).or(choice.note.clone());
     let settled = pending.is_none() && health.serving().is_some();
     let mode = settled.then(|| tls::mode_of(tls.is_some(), member.bridge));
-    tls::advance(ctx, rid.as_deref(), leader, &mut settings, mode)?;
+    tls::advance(ctx, rid.as_deref(), leader, &mut settings, mode, &choice)?;
     let Some(version) = health
         .status()
         .filter(|_| health.answers_as_itself())
@@ -469,14 +508,14 @@ fn publish_clients(
         return;
     };
     // While a cluster moves to TLS, clients get the members that already
-    // serve it: one client config never mixes http and https.
-    let scheme = if tls.is_some() { "https://" } else { "http://" };
-    let mut urls: Vec<String> = members
+    // serve it (one client config never mixes http and https), and the
+    // credentials from the start, so they reach each member as it moves.
+    let urls = members
         .iter()
         .filter(|m| !m.is_learner)
-        .flat_map(|m| m.client_urls.iter().cloned())
-        .filter(|u| u.starts_with(scheme))
-        .collect();
+        .flat_map(|m| m.client_urls.iter().cloned());
+    let (secure, plain): (Vec<String>, Vec<String>) = urls.partition(|u| u.starts_with("https://"));
+    let mut urls = if secure.is_empty() { plain } else { secure };
     urls.sort();
     urls.dedup();
     if urls.is_empty() {

@@ -19,6 +19,14 @@ use crate::service;
 
 /// Marker: a new etcd binary was installed; the running etcd is the old one.
 const NEW_BINARY: &str = "restart-new-binary";
+/// Marker: the plan is on disk but etcd has not restarted onto it yet (a
+/// hook cut short between the two must not leave it so).
+const DUE: &str = "restart-due";
+
+/// etcd (re)started on what is on disk.
+pub fn started(paths: &Paths) {
+    let _ = std::fs::remove_file(paths.state_dir().join(DUE));
+}
 
 /// The TLS files beside the config, where layer-etcd keeps them.
 pub const TLS_FILES: [&str; 5] = [
@@ -75,6 +83,9 @@ impl Plan {
         if paths.state_dir().join(NEW_BINARY).exists() {
             out.push("binary");
         }
+        if out.is_empty() && paths.state_dir().join(DUE).exists() {
+            out.push("the last restart");
+        }
         out
     }
 
@@ -94,6 +105,12 @@ impl Plan {
     /// Puts the plan in place (TLS files first: the config names them),
     /// refreshing the snap if its channel changed. etcd is not restarted.
     pub fn apply(&self, paths: &Paths, inst: &mut Installed) -> Result<(), Error> {
+        let due = paths.state_dir().join(DUE);
+        std::fs::write(&due, b"")
+            .map_err(|e| Error::Hook(format!("cannot write {}: {e}", due.display())))?;
+        // The snap first: a refresh that fails leaves nothing half done.
+        install::follow_channel(paths, inst, &self.channel)
+            .map_err(|e| Error::Hook(e.to_string()))?;
         if let Some(t) = &self.tls {
             for (name, text) in TLS_FILES.iter().zip(tls_texts(t)) {
                 write_private(&self.dir().join(name), text)?;
@@ -101,8 +118,6 @@ impl Plan {
         }
         write_if_changed(&self.conf, &self.text)
             .map_err(|e| Error::Hook(format!("cannot write {}: {e}", self.conf.display())))?;
-        install::follow_channel(paths, inst, &self.channel)
-            .map_err(|e| Error::Hook(e.to_string()))?;
         let _ = std::fs::remove_file(paths.state_dir().join(NEW_BINARY));
         Ok(())
     }
@@ -121,11 +136,14 @@ fn write_private(path: &Path, text: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Whether this unit asked for a restart that has not finished yet.
-fn asked(ctx: &HookContext, rid: &str) -> bool {
+/// This unit's restart request that has not finished yet.
+fn my_request(ctx: &HookContext, rid: &str) -> Option<String> {
     ctx.tools
         .relation_get(rid, &ctx.env.unit_name)
-        .is_ok_and(|d| d.get(roll::WANT).is_some_and(|v| !v.is_empty()))
+        .ok()?
+        .get(roll::WANT)
+        .filter(|v| !v.is_empty())
+        .cloned()
 }
 
 /// This unit's request on the peer relation; the leader then settles who
@@ -141,9 +159,10 @@ fn ask(
     ctx.tools
         .relation_set(rid, &[(roll::WANT, want.clone().unwrap_or_default())])?;
     if leader {
-        roll::arbitrate(ctx.tools, rid, me, want.is_some(), settings)?;
+        roll::arbitrate(ctx.tools, rid, me, want.as_deref(), settings)?;
     }
-    Ok(settings.get(roll::LOCK).map(String::as_str) == Some(me))
+    let granted = want.map(|d| roll::grant_value(me, &d));
+    Ok(granted.is_some() && settings.get(roll::LOCK) == granted.as_ref())
 }
 
 /// How the restart went, for the status.
@@ -169,6 +188,7 @@ pub fn take_turn(
     plan: &Plan,
     inst: &mut Installed,
     live: (&ClientEndpoint, &str, &str),
+    others: &[ClientEndpoint],
     reach: roll::Reach,
 ) -> Result<Turn, Error> {
     let changes = plan.changes(ctx.paths, inst);
@@ -181,8 +201,7 @@ pub fn take_turn(
         None => true,
     };
     if !mine {
-        let holder = settings
-            .get(roll::LOCK)
+        let holder = roll::holder(settings)
             .map(|h| format!("{h} restarts first"))
             .unwrap_or_else(|| "waiting for the leader's turn".into());
         return Ok(Turn::Waiting(format!(
@@ -191,7 +210,7 @@ pub fn take_turn(
     }
     let (endpoint, name, peer_url) = live;
     let local = rt.block_on(crate::etcd::health::check(endpoint, name));
-    let others = match roll::may_stop(rt, &local, reach) {
+    let answered = match roll::may_stop(rt, &local, name, others, reach) {
         Ok(o) => o,
         Err(why) => {
             return Ok(Turn::Waiting(format!(
@@ -199,20 +218,21 @@ pub fn take_turn(
             )))
         }
     };
-    if let Some(note) = roll::move_leadership(rt, endpoint, &local, &others) {
+    if let Some(note) = roll::move_leadership(rt, endpoint, &local, &answered) {
         ctx.log(&note);
     }
-    if let Err(why) = roll::readvertise(rt, endpoint, &local, peer_url) {
+    plan.apply(ctx.paths, inst)?;
+    if let Err(why) = roll::readvertise(rt, &local, endpoint, others, name, peer_url) {
         return Ok(Turn::Waiting(format!(
             "restart held back ({what} changed): {why}"
         )));
     }
-    plan.apply(ctx.paths, inst)?;
     ctx.log(&format!("restarting etcd ({what} changed)"));
-    if let Err(e) = service::restart() {
+    match service::restart() {
+        Ok(()) => started(ctx.paths),
         // Not a hook failure: the unit keeps the lock, so nothing else
         // restarts, and its status says what systemd said.
-        ctx.log(&format!("etcd did not restart: {e}"));
+        Err(e) => ctx.log(&format!("etcd did not restart: {e}")),
     }
     Ok(Turn::Done { restarted: true })
 }
@@ -231,14 +251,22 @@ pub fn finish(
     let Some(rid) = rid else {
         return Ok(None);
     };
-    let healthy = matches!(health, Health::Healthy { .. });
+    // Back and serving (an alarm is the cluster's, not this restart's).
+    let healthy = health.serving().is_some();
     if waiting {
         if leader {
-            roll::arbitrate(ctx.tools, rid, &ctx.env.unit_name, true, settings)?;
+            let mine = my_request(ctx, rid);
+            roll::arbitrate(
+                ctx.tools,
+                rid,
+                &ctx.env.unit_name,
+                mine.as_deref(),
+                settings,
+            )?;
         }
         return Ok(None);
     }
-    if !healthy && asked(ctx, rid) {
+    if !healthy && my_request(ctx, rid).is_some() {
         return Ok(Some(
             "the rolling restart waits until this member is healthy again".into(),
         ));

@@ -114,55 +114,146 @@ pub fn exchange(
         return Ok(Certs::Unrelated);
     };
     let keys = KeyStore::new(state_dir.join("tls"));
-    let server = keys.csr("server", req, true)?;
-    let client = keys.csr("client", req, false)?;
-    let csrs = serde_json::to_string(&[
-        V4Request {
-            certificate_signing_request: server.csr.clone(),
-            ca: false,
-        },
-        V4Request {
-            certificate_signing_request: client.csr.clone(),
-            ca: false,
-        },
-    ])
-    .unwrap_or_default();
     let name = req.legacy_name();
+    let mut units = tools.relation_list(&rid)?;
+    units.sort_by_key(|u| unit_number(u));
+    let provider = units.first().cloned();
+    let answer = match &provider {
+        None => Err("waiting for the certificates provider to join".to_string()),
+        Some(first) => {
+            let app = first.split('/').next().unwrap_or(first).to_string();
+            match legacy_answer(&tools.relation_get(&rid, first)?, &name) {
+                Some(pems) => Ok((pems, Protocol::Legacy)),
+                None => {
+                    let app_data = tools.relation_get_app(&rid, &app)?;
+                    v4_exchange(&keys, req, &app_data)?
+                        .map(|p| (p, Protocol::V4))
+                        .ok_or(format!(
+                            "waiting for {app} to sign this unit's certificates"
+                        ))
+                }
+            }
+        }
+    };
+    // Published after the answer is read: a v4 renewal adds requests.
+    let mut csrs = Vec::new();
+    for role in ROLES {
+        for csr in keys.requests(role, req)? {
+            csrs.push(V4Request {
+                certificate_signing_request: csr,
+                ca: false,
+            });
+        }
+    }
     tools.relation_set(
         &rid,
         &[
             ("unit_name", name.clone()),
             ("common_name", req.common_name.clone()),
             ("sans", serde_json::to_string(&req.sans).unwrap_or_default()),
-            ("certificate_name", name.clone()),
-            (V4_REQUESTS, csrs),
+            ("certificate_name", name),
+            (
+                V4_REQUESTS,
+                serde_json::to_string(&csrs).unwrap_or_default(),
+            ),
         ],
     )?;
-    let mut units = tools.relation_list(&rid)?;
-    units.sort_by_key(|u| unit_number(u));
-    let Some(first) = units.first() else {
-        return Ok(Certs::Waiting(
-            "waiting for the certificates provider to join".into(),
-        ));
+    Ok(match answer {
+        Ok((pems, protocol)) => Certs::Ready { pems, protocol },
+        Err(why) => Certs::Waiting(why),
+    })
+}
+
+/// The two v4 requests a unit makes: its server (and peer) certificate,
+/// and a client certificate for its own calls.
+const ROLES: [&str; 2] = ["server", "client"];
+
+/// When a certificate has used two thirds of its lifetime, it is renewed:
+/// a new request (same key) goes out beside the current one, which stays in
+/// use until the provider answers.
+fn renewal_due(cert_pem: &str) -> bool {
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) else {
+        return false;
     };
-    let app = first.split('/').next().unwrap_or(first).to_string();
-    let data = tools.relation_get(&rid, first)?;
-    if let Some(pems) = legacy_answer(&data, &name) {
-        return Ok(Certs::Ready {
-            pems,
-            protocol: Protocol::Legacy,
-        });
+    let Ok(cert) = pem.parse_x509() else {
+        return false;
+    };
+    let v = cert.validity();
+    let (from, to) = (v.not_before.timestamp(), v.not_after.timestamp());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    now >= from + (to - from) * 2 / 3
+}
+
+/// The v4 answers to this unit's requests: a renewal's answer once it has
+/// come (it then becomes the current request), else the current one's.
+/// Starts a renewal when a certificate in use is due.
+fn v4_exchange(
+    keys: &KeyStore,
+    req: &Request,
+    app_data: &Settings,
+) -> Result<Option<TlsPems>, CertError> {
+    let answers: Vec<V4Answer> = app_data
+        .get(V4_ANSWERS)
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default();
+    let find = |csr: &str| {
+        answers
+            .iter()
+            .find(|a| !a.revoked && a.certificate_signing_request.trim() == csr.trim())
+    };
+    let mut found = Vec::new();
+    for role in ROLES {
+        let current = keys.csr(role, req, role == "server")?;
+        let renewed = keys
+            .renewal(role)
+            .and_then(|next| find(&next).map(|a| (next, a)));
+        let answer = match renewed {
+            Some((next, a)) => {
+                keys.promote(role, &next)?;
+                a
+            }
+            None => match find(&current.csr) {
+                Some(a) => a,
+                None => return Ok(None),
+            },
+        };
+        if renewal_due(&answer.certificate) && keys.renewal(role).is_none() {
+            keys.renew(role, req, role == "server")?;
+        }
+        found.push((answer, current.key));
     }
-    let app_data = tools.relation_get_app(&rid, &app)?;
-    if let Some(pems) = v4_answer(&app_data, &server, &client) {
-        return Ok(Certs::Ready {
-            pems,
-            protocol: Protocol::V4,
-        });
+    let mut found = found.into_iter();
+    let (Some((s, server_key)), Some((c, client_key))) = (found.next(), found.next()) else {
+        return Ok(None);
+    };
+    let ca = pem_block(Some(&s.ca)).unwrap_or_default();
+    if ca.is_empty() {
+        return Ok(None);
     }
-    Ok(Certs::Waiting(format!(
-        "waiting for {app} to sign this unit's certificates"
-    )))
+    let mut bundle = ca.clone();
+    for extra in &s.chain {
+        let t = extra.trim();
+        if t.contains("-----BEGIN") && t != s.certificate.trim() && t != ca.trim() {
+            bundle.push_str(t);
+            bundle.push('\n');
+        }
+    }
+    let (Some(server_cert), Some(client_cert)) = (
+        pem_block(Some(&s.certificate)),
+        pem_block(Some(&c.certificate)),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(TlsPems {
+        ca: bundle,
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+    }))
 }
 
 fn pem_block(v: Option<&String>) -> Option<String> {
@@ -211,33 +302,6 @@ struct V4Answer {
     revoked: bool,
 }
 
-/// The v4 answers to this unit's two requests, when both are there.
-fn v4_answer(app_data: &Settings, server: &Csr, client: &Csr) -> Option<TlsPems> {
-    let answers: Vec<V4Answer> = serde_json::from_str(app_data.get(V4_ANSWERS)?).ok()?;
-    let find = |csr: &Csr| {
-        answers
-            .iter()
-            .find(|a| !a.revoked && a.certificate_signing_request.trim() == csr.csr.trim())
-    };
-    let (s, c) = (find(server)?, find(client)?);
-    let ca = pem_block(Some(&s.ca))?;
-    let mut bundle = ca.clone();
-    for extra in &s.chain {
-        let t = extra.trim();
-        if t.contains("-----BEGIN") && t != s.certificate.trim() && t != ca.trim() {
-            bundle.push_str(t);
-            bundle.push('\n');
-        }
-    }
-    Some(TlsPems {
-        ca: bundle,
-        server_cert: pem_block(Some(&s.certificate))?,
-        server_key: server.key.clone(),
-        client_cert: pem_block(Some(&c.certificate))?,
-        client_key: client.key.clone(),
-    })
-}
-
 /// A private key made on this unit and the CSR it signed.
 struct Csr {
     key: String,
@@ -270,29 +334,31 @@ impl KeyStore {
         crate::fsutil::replace_file(&path, text.as_bytes()).map_err(fail)
     }
 
-    fn csr(&self, role: &str, req: &Request, server: bool) -> Result<Csr, CertError> {
-        let fail = |detail: String| CertError::Csr {
-            cn: req.common_name.clone(),
-            detail,
-        };
+    /// This role's key (made when missing) and whether it is new.
+    fn key(&self, role: &str, cn: &str) -> Result<(String, bool), CertError> {
         let key_name = format!("{role}.key");
-        let key_pem = match self.read(&key_name) {
-            Some(k) if KeyPair::from_pem(&k).is_ok() => k,
+        match self.read(&key_name) {
+            Some(k) if KeyPair::from_pem(&k).is_ok() => Ok((k, false)),
             _ => {
-                let k = KeyPair::generate().map_err(|e| fail(e.to_string()))?;
+                let k = KeyPair::generate().map_err(|e| CertError::Csr {
+                    cn: cn.to_string(),
+                    detail: e.to_string(),
+                })?;
                 let pem = k.serialize_pem();
                 self.write(&key_name, &pem)?;
-                pem
+                Ok((pem, true))
             }
-        };
-        let cn = if server {
-            req.common_name.clone()
-        } else {
-            format!("{} client", req.unit)
-        };
-        let subject = format!("{cn}\n{}", req.sans.join(","));
+        }
+    }
+
+    /// The current request for `role`, made anew when the names change.
+    fn csr(&self, role: &str, req: &Request, server: bool) -> Result<Csr, CertError> {
+        let (key_pem, new_key) = self.key(role, &req.common_name)?;
+        let subject = format!("{}\n{}", cn_for(req, server), req.sans.join(","));
         let (subj_name, csr_name) = (format!("{role}.subject"), format!("{role}.csr"));
-        if let (Some(s), Some(c)) = (self.read(&subj_name), self.read(&csr_name)) {
+        if let (Some(s), Some(c), false) = (self.read(&subj_name), self.read(&csr_name), new_key) {
+            // A request made with an earlier key would get a certificate
+            // this key cannot use.
             if s == subject {
                 return Ok(Csr {
                     key: key_pem,
@@ -300,37 +366,82 @@ impl KeyStore {
                 });
             }
         }
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| fail(e.to_string()))?;
-        let mut p =
-            CertificateParams::new(Vec::<String>::new()).map_err(|e| fail(e.to_string()))?;
-        p.distinguished_name.push(DnType::CommonName, cn.as_str());
-        if server {
-            for s in &req.sans {
-                let san = match s.parse::<std::net::IpAddr>() {
-                    Ok(ip) => SanType::IpAddress(ip),
-                    Err(_) => SanType::DnsName(
-                        s.as_str()
-                            .try_into()
-                            .map_err(|e: rcgen::Error| fail(e.to_string()))?,
-                    ),
-                };
-                p.subject_alt_names.push(san);
-            }
-            p.extended_key_usages = vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ];
-        } else {
-            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        }
-        let csr = p
-            .serialize_request(&key)
-            .and_then(|r| r.pem())
-            .map_err(|e| fail(e.to_string()))?;
+        let csr = make_csr(&key_pem, req, server)?;
         self.write(&csr_name, &csr)?;
         self.write(&subj_name, &subject)?;
+        let _ = std::fs::remove_file(self.dir.join(format!("{role}.next.csr")));
         Ok(Csr { key: key_pem, csr })
     }
+
+    /// A renewal's request, while one is out.
+    fn renewal(&self, role: &str) -> Option<String> {
+        self.read(&format!("{role}.next.csr"))
+    }
+
+    /// Sends out a renewal: a new request with the same key and names.
+    fn renew(&self, role: &str, req: &Request, server: bool) -> Result<(), CertError> {
+        let (key_pem, _) = self.key(role, &req.common_name)?;
+        let csr = make_csr(&key_pem, req, server)?;
+        self.write(&format!("{role}.next.csr"), &csr)
+    }
+
+    /// The renewal was answered: it is the current request now.
+    fn promote(&self, role: &str, next: &str) -> Result<(), CertError> {
+        self.write(&format!("{role}.csr"), next)?;
+        let _ = std::fs::remove_file(self.dir.join(format!("{role}.next.csr")));
+        Ok(())
+    }
+
+    /// Every request out for `role`: the current one, and a renewal.
+    fn requests(&self, role: &str, req: &Request) -> Result<Vec<String>, CertError> {
+        let mut out = vec![self.csr(role, req, role == "server")?.csr];
+        out.extend(self.renewal(role));
+        Ok(out)
+    }
+}
+
+fn cn_for(req: &Request, server: bool) -> String {
+    if server {
+        req.common_name.clone()
+    } else {
+        format!("{} client", req.unit)
+    }
+}
+
+/// A CSR for this unit: a server certificate names every address and is
+/// for server and client auth (members use it as peers); a client
+/// certificate is for client auth only.
+fn make_csr(key_pem: &str, req: &Request, server: bool) -> Result<String, CertError> {
+    let cn = cn_for(req, server);
+    let fail = |detail: String| CertError::Csr {
+        cn: cn.clone(),
+        detail,
+    };
+    let key = KeyPair::from_pem(key_pem).map_err(|e| fail(e.to_string()))?;
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(|e| fail(e.to_string()))?;
+    p.distinguished_name.push(DnType::CommonName, cn.as_str());
+    if server {
+        for s in &req.sans {
+            let san = match s.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(
+                    s.as_str()
+                        .try_into()
+                        .map_err(|e: rcgen::Error| fail(e.to_string()))?,
+                ),
+            };
+            p.subject_alt_names.push(san);
+        }
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+    } else {
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    }
+    p.serialize_request(&key)
+        .and_then(|r| r.pem())
+        .map_err(|e| fail(e.to_string()))
 }
 
 #[cfg(test)]

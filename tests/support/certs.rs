@@ -60,9 +60,15 @@ impl TestCa {
         (cert.pem(), key.serialize_pem())
     }
 
-    /// Signs a CSR as it asks (its names and key usages).
-    pub fn sign(&self, csr_pem: &str) -> String {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem).expect("a valid CSR");
+    /// Signs a CSR as it asks (its names and key usages); `expiring`: valid
+    /// from 50 minutes ago for 10 more, five sixths of its life used.
+    pub fn sign(&self, csr_pem: &str, expiring: bool) -> String {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).expect("a valid CSR");
+        if expiring {
+            let now = time::OffsetDateTime::now_utc();
+            csr.params.not_before = now - time::Duration::minutes(50);
+            csr.params.not_after = now + time::Duration::minutes(10);
+        }
         csr.signed_by(&self.cert, &self.key)
             .expect("sign CSR")
             .pem()
@@ -80,11 +86,15 @@ fn requests(model: &Model, rid: &str) -> BTreeMap<String, BTreeMap<String, Strin
 
 /// easyrsa/0 on `easyrsa:client`: one CA, one client pair for the whole
 /// application, a server certificate per requesting unit (re-issued when
-/// its names change).
+/// its names change, or when the test renews or rotates).
 pub struct Easyrsa {
-    pub ca: TestCa,
-    pub client: (String, String),
-    issued: RefCell<BTreeMap<String, (String, String, String, String)>>,
+    state: RefCell<EasyState>,
+}
+
+struct EasyState {
+    ca: TestCa,
+    client: (String, String),
+    issued: BTreeMap<String, (String, String, String, String)>,
 }
 
 pub const EASYRSA: &str = "easyrsa/0";
@@ -94,19 +104,44 @@ impl Easyrsa {
         let ca = TestCa::new("easyrsa test CA");
         let client = ca.issue("client", &[], false);
         Easyrsa {
-            ca,
-            client,
-            issued: RefCell::new(BTreeMap::new()),
+            state: RefCell::new(EasyState {
+                ca,
+                client,
+                issued: BTreeMap::new(),
+            }),
         }
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.state.borrow().ca.pem.clone()
+    }
+
+    pub fn client(&self) -> (String, String) {
+        self.state.borrow().client.clone()
+    }
+
+    /// New server certificates from the same CA on the next answer (vault's
+    /// `reissue-certificates`).
+    pub fn renew(&self) {
+        self.state.borrow_mut().issued.clear();
+    }
+
+    /// A new CA: new client pair and server certificates on the next answer.
+    pub fn rotate(&self) {
+        let mut st = self.state.borrow_mut();
+        st.ca = TestCa::new("easyrsa test CA, rotated");
+        st.client = st.ca.issue("client", &[], false);
+        st.issued.clear();
     }
 
     /// Answers every request; true when it issued anything new.
     pub fn answer(&self, model: &Model, rid: &str) -> bool {
         let mut fresh = false;
+        let mut st = self.state.borrow_mut();
         let mut data = BTreeMap::new();
-        data.insert("ca".to_string(), self.ca.pem.clone());
-        data.insert("client.cert".to_string(), self.client.0.clone());
-        data.insert("client.key".to_string(), self.client.1.clone());
+        data.insert("ca".to_string(), st.ca.pem.clone());
+        data.insert("client.cert".to_string(), st.client.0.clone());
+        data.insert("client.key".to_string(), st.client.1.clone());
         for req in requests(model, rid).values() {
             let (Some(name), Some(cn), Some(sans)) = (
                 req.get("unit_name"),
@@ -115,15 +150,15 @@ impl Easyrsa {
             ) else {
                 continue;
             };
-            let mut issued = self.issued.borrow_mut();
-            let current = issued.get(name);
+            let current = st.issued.get(name);
             if current.is_none_or(|(c, s, _, _)| c != cn || s != sans) {
                 let names: Vec<String> = serde_json::from_str(sans).expect("sans JSON");
-                let (cert, key) = self.ca.issue(cn, &names, true);
-                issued.insert(name.clone(), (cn.clone(), sans.clone(), cert, key));
+                let (cert, key) = st.ca.issue(cn, &names, true);
+                st.issued
+                    .insert(name.clone(), (cn.clone(), sans.clone(), cert, key));
                 fresh = true;
             }
-            let (cn, _, cert, key) = &issued[name];
+            let (cn, _, cert, key) = &st.issued[name];
             data.insert(format!("{name}.server.cert"), cert.clone());
             data.insert(format!("{name}.server.key"), key.clone());
             data.insert(
@@ -131,6 +166,7 @@ impl Easyrsa {
                 json!({ cn: {"cert": cert, "key": key} }).to_string(),
             );
         }
+        drop(st);
         if fresh {
             model.remote_set(rid, EASYRSA, &data, false);
         }
@@ -143,6 +179,8 @@ impl Easyrsa {
 pub struct V4Provider {
     pub ca: TestCa,
     signed: RefCell<BTreeMap<String, String>>,
+    /// Sign the next certificates close to their expiry.
+    pub expiring: std::cell::Cell<bool>,
 }
 
 pub const V4: &str = "self-signed-certificates/0";
@@ -152,6 +190,7 @@ impl V4Provider {
         V4Provider {
             ca: TestCa::new("self-signed-certificates test CA"),
             signed: RefCell::new(BTreeMap::new()),
+            expiring: std::cell::Cell::new(false),
         }
     }
 
@@ -170,7 +209,7 @@ impl V4Provider {
                     .to_string();
                 let mut signed = self.signed.borrow_mut();
                 if let std::collections::btree_map::Entry::Vacant(e) = signed.entry(csr) {
-                    let cert = self.ca.sign(e.key());
+                    let cert = self.ca.sign(e.key(), self.expiring.get());
                     e.insert(cert);
                     fresh = true;
                 }
