@@ -158,58 +158,28 @@ pub(super) fn left_marker(ctx: &HookContext) -> std::path::PathBuf {
     ctx.paths.state_dir().join("left-cluster")
 }
 
+/// What one hook knows about this unit while it converges.
+struct Turn<'a> {
+    ctx: &'a HookContext<'a>,
+    rid: Option<String>,
+    leader: bool,
+    settings: Settings,
+    member: Member,
+    current: Option<EtcdConfig>,
+    initialized: bool,
+}
+
 /// `departed`: in `cluster-relation-departed` on a staying unit, the unit
 /// that left (the leader removes its member).
 pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> {
     let tools = ctx.tools;
-    let inst = match Installed::load(ctx.paths) {
-        Some(i) => Some(i),
-        // Not installed and no config: the install hook could not finish
-        // (bad options, snap store away); try again now.
-        None if !ctx.paths.conf().exists() => super::install_etcd(ctx)?,
-        None => None,
-    };
-    let Some(mut inst) = inst else {
-        // etcd laid out by hand (or by an older charm): report only.
-        return super::unmanaged::report(ctx);
-    };
-    if let Ok(left) = std::fs::read_to_string(left_marker(ctx)) {
-        // Leaving: a failed removal keeps its blocked status and etcd.
-        if !left.starts_with(super::leave::REMOVE_FAILED) {
-            tools.status_set(
-                Status::Maintenance,
-                "This unit left the cluster and is being removed",
-            )?;
-        }
+    let Some((mut inst, options)) = prepare(ctx)? else {
         return Ok(());
-    }
-    let options = match options(ctx) {
-        Ok(o) => o,
-        Err(msg) => return Ok(tools.status_set(Status::Blocked, &msg)?),
     };
-    if ctx.env.hook_name.as_deref() == Some("upgrade-charm") {
-        let resource = tools.resource_get(install::RESOURCE)?;
-        match install::follow_resource(ctx.paths, &mut inst, resource.as_deref()) {
-            // The running etcd is the old binary until its turn to restart.
-            Ok(true) => restart::note_new_binary(ctx.paths),
-            Ok(false) => {}
-            Err(e) => return Ok(tools.status_set(Status::Blocked, &e.to_string())?),
-        }
-    }
     let address = tools.ingress_address(PEER)?;
     let conf_path = ctx.paths.conf();
     let current = EtcdConfig::load(conf_path).ok();
-
-    // A member keeps its name and data dir once it has data (a restore or
-    // an older charm may have chosen them).
-    let derived = member_name(&ctx.env.unit_name);
-    let (name, data_dir) = match &current {
-        Some(c) => match (c.name.clone(), c.data_dir()) {
-            (Some(n), Some(d)) if d.join("member").is_dir() => (n, d),
-            _ => (derived.clone(), ctx.paths.data_dir_for(&derived)),
-        },
-        None => (derived.clone(), ctx.paths.data_dir_for(&derived)),
-    };
+    let (name, data_dir) = identity(ctx, current.as_ref());
     let initialized = data_dir.join("member").is_dir();
 
     let leader = tools.is_leader()?;
@@ -220,7 +190,6 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         settings.insert(TOKEN.into(), token);
     }
     let token = settings.get(TOKEN).cloned().unwrap_or_default();
-
     let mut member = Member {
         name: name.clone(),
         data_dir: data_dir.clone(),
@@ -228,7 +197,7 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         options: options.clone(),
         bootstrap: Bootstrap {
             initial_cluster: String::new(),
-            token: token.clone(),
+            token,
             state: "new".into(),
         },
         tls: None,
@@ -245,7 +214,7 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         leader,
         fresh,
         rid.as_deref(),
-        &[address.clone(), db_address],
+        &[address, db_address],
     )?;
     if let Some(why) = &choice.hold {
         return Ok(tools.status_set(Status::Waiting, why)?);
@@ -255,83 +224,17 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         member.tls = Some(tls_files(conf_path));
         member.bridge = choice.bridge;
     }
-    if let Some(rid) = &rid {
-        let flag = |b: bool| if b { "true".to_string() } else { String::new() };
-        tools.relation_set(
-            rid,
-            &[
-                ("name", name.clone()),
-                ("peer-url", member.peer_url()),
-                ("client-url", member.client_url()),
-                (HAS_CONFIG, flag(current.is_some())),
-                (HAS_DATA, flag(initialized)),
-            ],
-        )?;
-    }
-
-    if leader && !settings.contains_key(BOOTSTRAPPED) {
-        // A cluster exists (this member's, or one a peer holds): record it
-        // so that no leader ever bootstraps another.
-        let held = if initialized {
-            Some(name.clone())
-        } else {
-            existing_cluster(ctx, rid.as_deref(), &settings)
-        };
-        if let Some(who) = held {
-            tools.leader_set(&[(BOOTSTRAPPED, who.clone())])?;
-            settings.insert(BOOTSTRAPPED.into(), who);
-        }
-    }
-    // A leader that has not joined the cluster yet adds itself through a
-    // member that has.
-    if leader
-        && !initialized
-        && settings.contains_key(BOOTSTRAPPED)
-        && !settings.contains_key(&join_key(&name))
-    {
-        if let Some(rid) = &rid {
-            let rt = crate::actions::runtime()?;
-            if let Some(url) = started_peer(ctx, rid) {
-                let endpoint = peer_endpoint(&url, member.tls.as_ref(), conf_path);
-                let note = manage_members(ctx, &rt, &endpoint, rid, &member, None, departed);
-                if let Some(n) = note {
-                    ctx.log(&n);
-                }
-                settings = tools.leader_get()?;
-            }
-        }
-    }
-    let bootstrapping = !initialized && leader && !settings.contains_key(BOOTSTRAPPED);
-    if bootstrapping {
-        // Recorded before etcd starts: whatever happens next, no other
-        // leader bootstraps a second cluster.
-        tools.leader_set(&[(BOOTSTRAPPED, name.clone())])?;
-    }
-    let bootstrap = if initialized {
-        // etcd ignores these once it has data; keep them as they are so a
-        // config change never looks like a new cluster.
-        let c = current.clone().unwrap_or_default();
-        Some(Bootstrap {
-            initial_cluster: c
-                .initial_cluster
-                .unwrap_or_else(|| format!("{name}={}", member.peer_url())),
-            token: c.initial_cluster_token.unwrap_or(token.clone()),
-            state: c.initial_cluster_state.unwrap_or_else(|| "new".into()),
-        })
-    } else if bootstrapping {
-        Some(Bootstrap {
-            initial_cluster: format!("{name}={}", member.peer_url()),
-            token: token.clone(),
-            state: "new".into(),
-        })
-    } else {
-        settings.get(&join_key(&name)).map(|ic| Bootstrap {
-            initial_cluster: ic.clone(),
-            token: token.clone(),
-            state: "existing".into(),
-        })
+    let mut turn = Turn {
+        ctx,
+        rid,
+        leader,
+        settings,
+        member,
+        current,
+        initialized,
     };
-    let Some(bootstrap) = bootstrap else {
+    turn.publish_peer()?;
+    let Some(bootstrap) = turn.bootstrap(departed)? else {
         // Never start a second cluster: only the leader bootstraps, once.
         tools.status_set(
             Status::Waiting,
@@ -339,11 +242,10 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         )?;
         return Ok(());
     };
-    member.bootstrap = bootstrap;
-
+    turn.member.bootstrap = bootstrap;
     let plan = restart::Plan {
         conf: conf_path.to_path_buf(),
-        text: member.render(),
+        text: turn.member.render(),
         tls: tls.clone(),
         channel: options.channel.clone(),
     };
@@ -351,91 +253,31 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         let _ = fsutil::create_private_dir(parent);
     }
     let rt = crate::actions::runtime()?;
-    let active = service::is_active();
-    let mut pending = None;
-    let mut restarted = false;
-    let others: Vec<ClientEndpoint> = rid
-        .as_deref()
-        .map(|rid| started_peers(ctx, rid))
-        .unwrap_or_default()
-        .iter()
-        .map(|url| peer_endpoint(url, member.tls.as_ref(), conf_path))
-        .collect();
-    if !active {
-        // Not running: nothing to keep up, so no turn to wait for; the
-        // cluster learns a new peer URL first.
-        plan.apply(ctx.paths, &mut inst)?;
-        let down = Health::Down {
-            detail: String::new(),
-        };
-        let live = EtcdConfig::load(conf_path)?.client_endpoint(conf_path)?;
-        if let Err(why) = roll::readvertise(&rt, &down, &live, &others, &name, &member.peer_url()) {
-            ctx.log(&why);
-        }
-        let _ = service::enable();
-        if let Err(e) = service::start() {
-            // The status says what systemd and etcd's log say; the next
-            // hook (update-status at the latest) tries again.
-            ctx.log(&format!("etcd did not start: {e}"));
-        } else {
-            restart::started(ctx.paths);
-        }
-    } else {
-        let live = EtcdConfig::load(conf_path)?.client_endpoint(conf_path)?;
-        let reach = |url: &str| peer_endpoint(url, member.tls.as_ref(), conf_path);
-        let turn = restart::take_turn(
-            ctx,
-            &rt,
-            rid.as_deref(),
-            leader,
-            &mut settings,
-            &plan,
-            &mut inst,
-            (&live, &name, &member.peer_url()),
-            &others,
-            &reach,
-        )?;
-        match turn {
-            restart::Turn::Done { restarted: r } => restarted = r,
-            restart::Turn::Waiting(why) => pending = Some(why),
-        }
-    }
+    let (restarted, pending) = turn.bring_up(&rt, &plan, &mut inst)?;
     let _ = tools.open_port(options.port);
 
     let endpoint = EtcdConfig::load(conf_path)?.client_endpoint(conf_path)?;
-    // After a (re)start, give the member time to find its leader; else one
-    // look says how it is now.
-    let limit = if restarted || !active {
-        START_LIMIT
-    } else {
-        Duration::ZERO
-    };
-    let health = wait_for_member(&rt, &endpoint, &name, limit);
-    if let Some((status, members, _)) = health.serving() {
-        // The cluster must know the peer URL this member serves on.
-        let known = members
-            .iter()
-            .any(|m| m.id == status.member_id && m.peer_urls.contains(&member.peer_url()));
-        if !known {
-            if let Err(why) =
-                roll::readvertise(&rt, &health, &endpoint, &others, &name, &member.peer_url())
-            {
-                ctx.log(&why);
-            }
-        }
-    }
+    let health = turn.check(&rt, &endpoint, restarted)?;
     let rolling = restart::finish(
         ctx,
-        rid.as_deref(),
+        turn.rid.as_deref(),
         leader,
-        &mut settings,
+        &mut turn.settings,
         &health,
         pending.is_some(),
     )?;
     let pending = pending.or(rolling).or(choice.note.clone());
     let settled = pending.is_none() && health.serving().is_some();
-    let mode = settled.then(|| tls::mode_of(tls.is_some(), member.bridge));
-    tls::advance(ctx, rid.as_deref(), leader, &mut settings, mode, &choice)?;
+    let mode = settled.then(|| tls::mode_of(tls.is_some(), turn.member.bridge));
+    let rid = turn.rid.clone();
+    tls::advance(
+        ctx,
+        rid.as_deref(),
+        leader,
+        &mut turn.settings,
+        mode,
+        &choice,
+    )?;
     let Some(version) = health
         .status()
         .filter(|_| health.answers_as_itself())
@@ -447,27 +289,7 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     if let Some(rid) = &rid {
         tools.relation_set(rid, &[("started", "true".to_string())])?;
     }
-
-    let mut waiting: Option<String> = None;
-    // Without quorum no membership change can commit: nothing to try.
-    let can_manage = !matches!(health, Health::NoQuorum { .. });
-    if leader && can_manage {
-        if let Some(rid) = &rid {
-            let my_id = health.status().map(|s| s.member_id);
-            // A leader whose own member cannot change the membership (a
-            // learner, or without quorum) goes through a started peer.
-            let via = if matches!(health, Health::Healthy { .. }) {
-                Some(endpoint.clone())
-            } else {
-                started_peer(ctx, rid)
-                    .map(|url| peer_endpoint(&url, member.tls.as_ref(), conf_path))
-            };
-            waiting = match via {
-                Some(via) => manage_members(ctx, &rt, &via, rid, &member, my_id, departed),
-                None => Some("no member answers to manage the cluster through".into()),
-            };
-        }
-    }
+    let waiting = turn.lead(&rt, &health, &endpoint, departed);
     // Membership may have changed (a promotion): look again.
     let health = rt.block_on(health::check(&endpoint, &name));
     if let Health::Healthy { status, members } = &health {
@@ -481,6 +303,284 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         tools.status_set(Status::Blocked, why)?;
     }
     Ok(())
+}
+
+/// Installed and configured enough to converge: the installation and the
+/// checked options. None when the hook is done (the status says why).
+fn prepare(ctx: &HookContext) -> Result<Option<(Installed, Options)>, Error> {
+    let tools = ctx.tools;
+    let inst = match Installed::load(ctx.paths) {
+        Some(i) => Some(i),
+        // Not installed and no config: the install hook could not finish
+        // (bad options, snap store away); try again now.
+        None if !ctx.paths.conf().exists() => super::install_etcd(ctx)?,
+        None => None,
+    };
+    let Some(mut inst) = inst else {
+        // etcd laid out by hand (or by an older charm): report only.
+        super::unmanaged::report(ctx)?;
+        return Ok(None);
+    };
+    if let Ok(left) = std::fs::read_to_string(left_marker(ctx)) {
+        // Leaving: a failed removal keeps its blocked status and etcd.
+        if !left.starts_with(super::leave::REMOVE_FAILED) {
+            tools.status_set(
+                Status::Maintenance,
+                "This unit left the cluster and is being removed",
+            )?;
+        }
+        return Ok(None);
+    }
+    let options = match options(ctx) {
+        Ok(o) => o,
+        Err(msg) => {
+            tools.status_set(Status::Blocked, &msg)?;
+            return Ok(None);
+        }
+    };
+    if ctx.env.hook_name.as_deref() == Some("upgrade-charm") {
+        let resource = tools.resource_get(install::RESOURCE)?;
+        match install::follow_resource(ctx.paths, &mut inst, resource.as_deref()) {
+            // The running etcd is the old binary until its turn to restart.
+            Ok(true) => restart::note_new_binary(ctx.paths),
+            Ok(false) => {}
+            Err(e) => {
+                tools.status_set(Status::Blocked, &e.to_string())?;
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some((inst, options)))
+}
+
+/// The member's name and data dir: kept once it has data (a restore or an
+/// older charm may have chosen them), else derived from the unit's name.
+fn identity(ctx: &HookContext, current: Option<&EtcdConfig>) -> (String, std::path::PathBuf) {
+    let derived = member_name(&ctx.env.unit_name);
+    match current.map(|c| (c.name.clone(), c.data_dir())) {
+        Some((Some(n), Some(d))) if d.join("member").is_dir() => (n, d),
+        _ => (derived.clone(), ctx.paths.data_dir_for(&derived)),
+    }
+}
+
+impl Turn<'_> {
+    /// What this unit tells its peers: its name and URLs, whether it holds
+    /// an etcd config or data.
+    fn publish_peer(&self) -> Result<(), Error> {
+        let Some(rid) = &self.rid else {
+            return Ok(());
+        };
+        let flag = |b: bool| if b { "true".to_string() } else { String::new() };
+        self.ctx.tools.relation_set(
+            rid,
+            &[
+                ("name", self.member.name.clone()),
+                ("peer-url", self.member.peer_url()),
+                ("client-url", self.member.client_url()),
+                (HAS_CONFIG, flag(self.current.is_some())),
+                (HAS_DATA, flag(self.initialized)),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn endpoint_of(&self, url: &str) -> ClientEndpoint {
+        peer_endpoint(url, self.member.tls.as_ref(), self.ctx.paths.conf())
+    }
+
+    /// How this member comes to be in its cluster: as it is (it has data),
+    /// as the one cluster (the leader, once, when none exists), or as the
+    /// leader told it to join. None: wait.
+    fn bootstrap(&mut self, departed: Option<&str>) -> Result<Option<Bootstrap>, Error> {
+        let (tools, ctx) = (self.ctx.tools, self.ctx);
+        let name = self.member.name.clone();
+        let token = self.member.bootstrap.token.clone();
+        if self.leader && !self.settings.contains_key(BOOTSTRAPPED) {
+            // A cluster exists (this member's, or one a peer holds): record
+            // it so that no leader ever bootstraps another.
+            let held = if self.initialized {
+                Some(name.clone())
+            } else {
+                existing_cluster(ctx, self.rid.as_deref(), &self.settings)
+            };
+            if let Some(who) = held {
+                tools.leader_set(&[(BOOTSTRAPPED, who.clone())])?;
+                self.settings.insert(BOOTSTRAPPED.into(), who);
+            }
+        }
+        // A leader that has not joined the cluster yet adds itself through a
+        // member that has.
+        if self.leader
+            && !self.initialized
+            && self.settings.contains_key(BOOTSTRAPPED)
+            && !self.settings.contains_key(&join_key(&name))
+        {
+            if let Some(rid) = &self.rid {
+                let rt = crate::actions::runtime()?;
+                if let Some(url) = started_peer(ctx, rid) {
+                    let endpoint = self.endpoint_of(&url);
+                    let note =
+                        manage_members(ctx, &rt, &endpoint, rid, &self.member, None, departed);
+                    if let Some(n) = note {
+                        ctx.log(&n);
+                    }
+                    self.settings = tools.leader_get()?;
+                }
+            }
+        }
+        let bootstrapping =
+            !self.initialized && self.leader && !self.settings.contains_key(BOOTSTRAPPED);
+        if bootstrapping {
+            // Recorded before etcd starts: whatever happens next, no other
+            // leader bootstraps a second cluster.
+            tools.leader_set(&[(BOOTSTRAPPED, name.clone())])?;
+        }
+        Ok(if self.initialized {
+            // etcd ignores these once it has data; keep them as they are so
+            // a config change never looks like a new cluster.
+            let c = self.current.clone().unwrap_or_default();
+            Some(Bootstrap {
+                initial_cluster: c
+                    .initial_cluster
+                    .unwrap_or_else(|| format!("{name}={}", self.member.peer_url())),
+                token: c.initial_cluster_token.unwrap_or(token),
+                state: c.initial_cluster_state.unwrap_or_else(|| "new".into()),
+            })
+        } else if bootstrapping {
+            Some(Bootstrap {
+                initial_cluster: format!("{name}={}", self.member.peer_url()),
+                token,
+                state: "new".into(),
+            })
+        } else {
+            self.settings.get(&join_key(&name)).map(|ic| Bootstrap {
+                initial_cluster: ic.clone(),
+                token,
+                state: "existing".into(),
+            })
+        })
+    }
+
+    /// The client endpoints of the peers whose etcd has started.
+    fn others(&self) -> Vec<ClientEndpoint> {
+        self.rid
+            .as_deref()
+            .map(|rid| started_peers(self.ctx, rid))
+            .unwrap_or_default()
+            .iter()
+            .map(|url| self.endpoint_of(url))
+            .collect()
+    }
+
+    /// Gets etcd running the plan: at once when it is not running (the
+    /// cluster learns a new peer URL first), else in this unit's turn of
+    /// the rolling restart. Returns whether it (re)started, and what it
+    /// waits for.
+    fn bring_up(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        plan: &restart::Plan,
+        inst: &mut Installed,
+    ) -> Result<(bool, Option<String>), Error> {
+        let ctx = self.ctx;
+        let conf_path = ctx.paths.conf();
+        let others = self.others();
+        let (name, peer_url) = (self.member.name.clone(), self.member.peer_url());
+        if !service::is_active() {
+            plan.apply(ctx.paths, inst)?;
+            let down = Health::Down {
+                detail: String::new(),
+            };
+            let live = EtcdConfig::load(conf_path)?.client_endpoint(conf_path)?;
+            if let Err(why) = roll::readvertise(rt, &down, &live, &others, &name, &peer_url) {
+                ctx.log(&why);
+            }
+            let _ = service::enable();
+            match service::start() {
+                Ok(()) => restart::started(ctx.paths),
+                // The status says what systemd and etcd's log say; the next
+                // hook (update-status at the latest) tries again.
+                Err(e) => ctx.log(&format!("etcd did not start: {e}")),
+            }
+            return Ok((true, None));
+        }
+        let live = EtcdConfig::load(conf_path)?.client_endpoint(conf_path)?;
+        let tls = self.member.tls.clone();
+        let reach = |url: &str| peer_endpoint(url, tls.as_ref(), conf_path);
+        let mut settings = std::mem::take(&mut self.settings);
+        let turn = restart::take_turn(
+            ctx,
+            rt,
+            self.rid.as_deref(),
+            self.leader,
+            &mut settings,
+            plan,
+            inst,
+            (&live, &name, &peer_url),
+            &others,
+            &reach,
+        );
+        self.settings = settings;
+        Ok(match turn? {
+            restart::Turn::Done { restarted } => (restarted, None),
+            restart::Turn::Waiting(why) => (false, Some(why)),
+        })
+    }
+
+    /// This unit's member's health (after a (re)start, given time to find
+    /// its leader); a member serving on a peer URL the cluster does not
+    /// know is re-advertised.
+    fn check(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        endpoint: &ClientEndpoint,
+        started: bool,
+    ) -> Result<Health, Error> {
+        let limit = if started { START_LIMIT } else { Duration::ZERO };
+        let (name, peer_url) = (&self.member.name, self.member.peer_url());
+        let health = wait_for_member(rt, endpoint, name, limit);
+        if let Some((status, members, _)) = health.serving() {
+            let known = members
+                .iter()
+                .any(|m| m.id == status.member_id && m.peer_urls.contains(&peer_url));
+            if !known {
+                let others = self.others();
+                if let Err(why) = roll::readvertise(rt, &health, endpoint, &others, name, &peer_url)
+                {
+                    self.ctx.log(&why);
+                }
+            }
+        }
+        Ok(health)
+    }
+
+    /// The leader's membership work (through this member when healthy,
+    /// else through a started peer); what is still pending.
+    fn lead(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        health: &Health,
+        endpoint: &ClientEndpoint,
+        departed: Option<&str>,
+    ) -> Option<String> {
+        // Without quorum no membership change can commit: nothing to try.
+        if !self.leader || matches!(health, Health::NoQuorum { .. }) {
+            return None;
+        }
+        let rid = self.rid.as_deref()?;
+        let my_id = health.status().map(|s| s.member_id);
+        // A leader whose own member cannot change the membership (a
+        // learner) goes through a started peer.
+        let via = if matches!(health, Health::Healthy { .. }) {
+            Some(endpoint.clone())
+        } else {
+            started_peer(self.ctx, rid).map(|url| self.endpoint_of(&url))
+        };
+        match via {
+            Some(via) => manage_members(self.ctx, rt, &via, rid, &self.member, my_id, departed),
+            None => Some("no member answers to manage the cluster through".into()),
+        }
+    }
 }
 
 /// The TLS files beside the config, where the old charm kept them.

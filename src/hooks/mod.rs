@@ -4,6 +4,7 @@
 //! succeed quietly.
 
 mod cluster;
+mod context;
 mod leave;
 mod restart;
 mod tls;
@@ -35,6 +36,13 @@ impl HookContext<'_> {
 }
 
 pub fn run(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> Result<(), Error> {
+    let cached = context::Cached::new(tools, &env.unit_name);
+    dispatch(name, &cached, paths, env)?;
+    cached.commit()?;
+    Ok(())
+}
+
+fn dispatch(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> Result<(), Error> {
     let ctx = HookContext { tools, paths, env };
     if !resolve_interrupted(tools, paths)? {
         return Ok(());
