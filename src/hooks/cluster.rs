@@ -25,6 +25,7 @@ use crate::etcd::{EtcdConfig, LocalMember, MemberInfo};
 use crate::fsutil;
 use crate::install::{self, Installed};
 use crate::juju::{LogLevel, Settings, Status};
+use crate::relations::certificates::ENDPOINT;
 use crate::roll;
 use crate::service;
 
@@ -204,8 +205,13 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         bridge: false,
     };
     let rid = tools.relation_ids(PEER)?.into_iter().next();
-    // Part of the certificate's names: a guess would re-issue it.
-    let db_address = tools.ingress_address(DB)?;
+    // Part of the certificate's names (a guess would re-issue it); asked
+    // only when there is a certificates relation.
+    let db_address = if tools.relation_ids(ENDPOINT)?.is_empty() {
+        String::new()
+    } else {
+        tools.ingress_address(DB)?
+    };
     let fresh = !initialized && !settings.contains_key(BOOTSTRAPPED);
     let choice = tls::choose(
         ctx,

@@ -15,6 +15,9 @@ use crate::juju::{HookTools, JujuError, LogLevel, Results, Settings, Status};
 pub struct Cached<'a> {
     inner: &'a dyn HookTools,
     me: String,
+    /// Where what Juju was told for good (the workload version, the open
+    /// port) is remembered, so it is not told again every hook.
+    state_dir: PathBuf,
     config: RefCell<Option<Map<String, Value>>>,
     leader: RefCell<Option<bool>>,
     leader_settings: RefCell<Option<Settings>>,
@@ -52,10 +55,11 @@ fn memo<K: Ord + Clone, V: Clone>(
 }
 
 impl<'a> Cached<'a> {
-    pub fn new(inner: &'a dyn HookTools, me: &str) -> Cached<'a> {
+    pub fn new(inner: &'a dyn HookTools, me: &str, state_dir: PathBuf) -> Cached<'a> {
         Cached {
             inner,
             me: me.to_string(),
+            state_dir,
             config: RefCell::new(None),
             leader: RefCell::new(None),
             leader_settings: RefCell::new(None),
@@ -66,6 +70,23 @@ impl<'a> Cached<'a> {
             addresses: RefCell::new(BTreeMap::new()),
             pending: RefCell::new(BTreeMap::new()),
         }
+    }
+
+    /// Tells Juju `value` unless it was told that already.
+    fn once(
+        &self,
+        what: &str,
+        value: &str,
+        tell: impl FnOnce() -> Result<(), JujuError>,
+    ) -> Result<(), JujuError> {
+        let path = self.state_dir.join(format!("told-{what}"));
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(value) {
+            return Ok(());
+        }
+        tell()?;
+        let _ = crate::fsutil::create_private_dir(&self.state_dir);
+        let _ = std::fs::write(&path, value);
+        Ok(())
     }
 
     /// The hook succeeded: write this unit's relation settings, one
@@ -173,9 +194,13 @@ impl HookTools for Cached<'_> {
         })
     }
     fn application_version_set(&self, version: &str) -> Result<(), JujuError> {
-        self.inner.application_version_set(version)
+        self.once("workload-version", version, || {
+            self.inner.application_version_set(version)
+        })
     }
     fn open_port(&self, port: u16) -> Result<(), JujuError> {
-        self.inner.open_port(port)
+        self.once("opened-port", &port.to_string(), || {
+            self.inner.open_port(port)
+        })
     }
 }

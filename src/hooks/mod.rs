@@ -36,7 +36,7 @@ impl HookContext<'_> {
 }
 
 pub fn run(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> Result<(), Error> {
-    let cached = context::Cached::new(tools, &env.unit_name);
+    let cached = context::Cached::new(tools, &env.unit_name, paths.state_dir());
     dispatch(name, &cached, paths, env)?;
     cached.commit()?;
     Ok(())

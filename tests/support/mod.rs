@@ -100,6 +100,10 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
+        // Kept for a post-mortem when asked (hooks, calls, etcd logs).
+        if std::env::var_os("ETCD_CHARM_KEEP_TEST_DIRS").is_some() {
+            return;
+        }
         // Read-only mounts a test made must not stop the cleanup.
         let _ = Command::new("umount")
             .arg("-l")
