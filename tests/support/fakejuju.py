@@ -359,10 +359,14 @@ def tool_relation_set(unit, args):
         import yaml
 
         text = sys.stdin.read() if src == "-" else open(src).read()
-        loaded = yaml.safe_load(text) or {}
-        if not isinstance(loaded, dict):
+        # Juju unmarshals the file into map[string]string with Go's yaml.v2,
+        # which keeps each scalar's text: `on` stays "on", `true` "true"
+        # (PyYAML's safe loader would make them True). BaseLoader does the
+        # same: every scalar a string.
+        loaded = yaml.load(text, Loader=yaml.BaseLoader) or {}
+        if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
             raise ToolError("ERROR expected YAML map of settings", 1)
-        from_file = {str(k): "" if v is None else str(v) for k, v in loaded.items()}
+        from_file = {str(k): v for k, v in loaded.items()}
     pairs = dict(from_file)
     if rest or not pairs:
         pairs.update(settings_pairs(rest, "settings"))
