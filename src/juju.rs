@@ -150,6 +150,15 @@ pub trait HookTools {
 /// Relation or leader settings: string keys and values.
 pub type Settings = BTreeMap<String, String>;
 
+/// A unit's number (`etcd/12` → 12), for ordering units as Juju numbers
+/// them; a name without one sorts last.
+pub fn unit_number(unit: &str) -> u64 {
+    unit.rsplit('/')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
 fn json_settings(tool: &str, out: &Output) -> Result<Settings, JujuError> {
     match tool_json(tool, out)? {
         Value::Object(map) => Ok(map

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::etcd::config::ClientEndpoint;
 use crate::etcd::health::{self, Health};
 use crate::etcd::{id_hex, LocalMember, MemberInfo};
-use crate::juju::{HookTools, JujuError, Settings};
+use crate::juju::{unit_number, HookTools, JujuError, Settings};
 
 /// Peer unit key: this unit's etcd waits for a restart (a digest of what it
 /// will run next, so the operator can see it change).
@@ -24,13 +24,6 @@ pub const LOCK: &str = "restart-lock";
 /// How long a leadership transfer may take before the restart goes ahead
 /// anyway (etcd elects a new leader by itself then, as on any crash).
 const MOVE_LIMIT: Duration = Duration::from_secs(10);
-
-fn unit_number(unit: &str) -> u64 {
-    unit.rsplit('/')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(u64::MAX)
-}
 
 /// The lock's value: the unit and the request it was granted for, so a
 /// grant never carries over to a later request of the same unit (a hook
@@ -252,7 +245,7 @@ pub fn readvertise(
 
 #[cfg(test)]
 mod tests {
-    use super::unit_number;
+    use crate::juju::unit_number;
 
     #[test]
     fn units_sort_by_number() {

@@ -19,7 +19,7 @@ use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType
 use serde::{Deserialize, Serialize};
 
 use crate::etcd::render::TlsPems;
-use crate::juju::{HookTools, JujuError, Settings};
+use crate::juju::{unit_number, HookTools, JujuError, Settings};
 
 pub const ENDPOINT: &str = "certificates";
 const V4_REQUESTS: &str = "certificate_signing_requests";
@@ -95,13 +95,6 @@ fn hostname() -> Option<String> {
     let h = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let h = h.trim();
     (!h.is_empty()).then(|| h.to_string())
-}
-
-fn unit_number(unit: &str) -> u64 {
-    unit.rsplit('/')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(u64::MAX)
 }
 
 /// Publishes this unit's request in both protocols and reads the answer.
