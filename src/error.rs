@@ -16,14 +16,10 @@ pub enum Error {
     Etcd(#[from] EtcdError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// An action's own error kind, kept beside the action (each action
+    /// module converts its kind into this one, so this file imports none).
     #[error(transparent)]
-    Snapshot(#[from] crate::actions::snapshot::SnapshotError),
-    #[error(transparent)]
-    Restore(#[from] crate::actions::restore::RestoreError),
-    #[error(transparent)]
-    Credentials(#[from] crate::actions::credentials::CredentialsError),
-    #[error(transparent)]
-    Journal(#[from] crate::actions::journal::JournalError),
+    Action(Box<dyn std::error::Error + Send + Sync + 'static>),
     #[error("invalid action parameter {name}: {reason}")]
     Param { name: String, reason: String },
     #[error("this charm has no action named {0:?}")]

@@ -116,8 +116,11 @@ pub fn install(
 pub fn follow_channel(
     paths: &Paths,
     installed: &mut Installed,
-    channel: &str,
+    channel: Option<&str>,
 ) -> Result<bool, InstallError> {
+    let Some(channel) = channel else {
+        return Ok(false);
+    };
     if installed.source != "snap" || installed.channel.as_deref() == Some(channel) {
         return Ok(false);
     }

@@ -17,5 +17,6 @@ pub mod relations;
 pub mod roll;
 pub mod service;
 pub mod timefmt;
+pub mod upgrade;
 
 pub use error::Error;

@@ -140,6 +140,7 @@ fn easyrsa_at_deploy_gives_three_units_tls() {
     );
     assert_status(&model, 3);
     let db = assert_tls_everywhere(&model, &t, &easyrsa.ca_pem());
+    charmed_kubernetes_relations(&model, &t, &easyrsa);
     let sans_before = model.relation_data(&rid, "etcd/0")["sans"].clone();
 
     // A unit added now joins over TLS with a certificate for its address;
@@ -190,6 +191,125 @@ fn easyrsa_at_deploy_gives_three_units_tls() {
     );
     for u in &model.units {
         u.assert_no_secrets();
+    }
+}
+
+/// GET `url` with the client pair a relation handed out (Python's ssl, as
+/// a scraper would), returning the body.
+fn https_get(dir: &std::path::Path, ca: &str, cert: &str, key: &str, url: &str) -> String {
+    fs::create_dir_all(dir).expect("scrape dir");
+    for (name, text) in [("ca", ca), ("cert", cert), ("key", key)] {
+        fs::write(dir.join(name), text).expect("scrape file");
+    }
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import ssl, sys, urllib.request\nc = ssl.create_default_context(cafile=sys.argv[1])\nc.load_cert_chain(sys.argv[2], sys.argv[3])\nsys.stdout.write(urllib.request.urlopen(sys.argv[4], context=c, timeout=10).read().decode())",
+        ])
+        .arg(dir.join("ca"))
+        .arg(dir.join("cert"))
+        .arg(dir.join("key"))
+        .arg(url)
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "GET {url}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The rest of a Charmed Kubernetes model around etcd, played as the real
+/// charms play it: an etcd proxy on `proxy`, Prometheus on `prometheus`
+/// (prometheus-manual) scraping `/metrics` with what it receives, Grafana
+/// on `grafana` receiving the dashboard.
+fn charmed_kubernetes_relations(model: &Model, t: &TestDir, easyrsa: &Easyrsa) {
+    let proxy = model.relate("proxy", "proxy/0");
+    let prometheus = model.relate("prometheus", "prometheus/0");
+    let grafana = model.relate("grafana", "grafana/0");
+    model.run_all("update-status");
+    let mut peers: Vec<String> = model
+        .units
+        .iter()
+        .map(|u| {
+            format!(
+                "{}=https://{}:{}",
+                u.spec.member, u.spec.ip, model.peer_port
+            )
+        })
+        .collect();
+    peers.sort();
+    let (client_cert, client_key) = easyrsa.client();
+    for u in &model.units {
+        let data = model.relation_data(&proxy, &u.spec.unit);
+        let mut cluster: Vec<String> = data["cluster"].split(',').map(String::from).collect();
+        cluster.sort();
+        assert_eq!(cluster, peers, "{}: proxy cluster", u.spec.unit);
+        assert_eq!(data["client_ca"].trim(), easyrsa.ca_pem().trim());
+        assert_eq!(data["client_cert"], client_cert);
+        assert_eq!(data["client_key"], client_key);
+    }
+    // One scrape job, from the leader only.
+    let leader = model.leader();
+    let mut jobs = Vec::new();
+    for u in &model.units {
+        let data = model.relation_data(&prometheus, &u.spec.unit);
+        let requests: Vec<&String> = data
+            .iter()
+            .filter(|(k, v)| k.starts_with("request_") && !v.is_empty())
+            .map(|(_, v)| v)
+            .collect();
+        if u.spec.unit == leader {
+            assert_eq!(requests.len(), 1, "{data:?}");
+            jobs.push(requests[0].clone());
+        } else {
+            assert!(requests.is_empty(), "{} asks too: {data:?}", u.spec.unit);
+        }
+    }
+    let job: serde_json::Value = serde_json::from_str(&jobs[0]).expect("job json");
+    assert_eq!(job["job_name"], "etcd");
+    assert_eq!(job["job_data"]["scheme"], "https");
+    let targets = job["job_data"]["static_configs"][0]["targets"]
+        .as_array()
+        .expect("targets");
+    assert_eq!(targets.len(), model.units.len(), "{job}");
+    let mut scraped = String::new();
+    for target in targets {
+        let url = format!("https://{}/metrics", target.as_str().expect("target"));
+        scraped = https_get(
+            &t.path().join("prometheus"),
+            job["ca_cert"].as_str().expect("ca_cert"),
+            job["client_cert"].as_str().expect("client_cert"),
+            job["client_key"].as_str().expect("client_key"),
+            &url,
+        );
+        assert!(scraped.contains("etcd_server_has_leader 1"), "{url}");
+    }
+    // The dashboard reads the datasource Prometheus names after itself,
+    // and only metrics this etcd exports.
+    let data = model.relation_data(&grafana, &leader);
+    let request = data
+        .iter()
+        .find(|(k, v)| k.starts_with("request_") && !v.is_empty())
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no dashboard from {leader}: {data:?}"));
+    let request: serde_json::Value = serde_json::from_str(&request).expect("dashboard json");
+    assert_eq!(request["name"], "etcd");
+    let panels = request["dashboard"]["panels"].as_array().expect("panels");
+    assert!(!panels.is_empty());
+    for p in panels {
+        assert_eq!(p["datasource"], "prometheus - Juju generated source");
+        for target in p["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let metrics: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("etcd_"))
+                .collect();
+            assert!(!metrics.is_empty() || expr.contains("process_"), "{expr}");
+            for m in metrics {
+                assert!(
+                    scraped.lines().any(|l| l.starts_with(m)),
+                    "{m} (in {expr}) is not exported by etcd"
+                );
+            }
+        }
     }
 }
 
@@ -341,14 +461,7 @@ fn watch(model: &Model, t: &TestDir, db: &str, prefix: &str) -> Watch {
                 };
                 let n = hosts
                     .iter()
-                    .filter(|h| {
-                        !schemes.iter().any(|s| {
-                            probe
-                                .run(&format!("{s}://{h}"), &["endpoint", "health"])
-                                .status
-                                .success()
-                        })
-                    })
+                    .filter(|h| !schemes.iter().any(|s| probe.healthy(&format!("{s}://{h}"))))
                     .count();
                 down.lock().expect("samples").push(n);
                 std::thread::sleep(Duration::from_millis(200));
@@ -365,7 +478,7 @@ fn watch(model: &Model, t: &TestDir, db: &str, prefix: &str) -> Watch {
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                 let (c, urls) = db_now(&reldata, &db, "etcd/0", &etcd, &dir);
                 let key = format!("/writer/{prefix}/{i:05}");
-                if c.run(&urls, &["put", &key, "v"]).status.success() {
+                if c.put(&urls, &key, "v") {
                     acked.lock().expect("acked").push(key);
                 } else {
                     refused.fetch_add(1, Ordering::Relaxed);

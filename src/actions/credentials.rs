@@ -30,6 +30,12 @@ pub enum CredentialsError {
     Write { path: PathBuf, reason: String },
 }
 
+impl From<CredentialsError> for crate::error::Error {
+    fn from(e: CredentialsError) -> Self {
+        crate::error::Error::Action(Box::new(e))
+    }
+}
+
 pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     let p = ctx.tools.action_params()?;
     let target = PathBuf::from(params::string(&p, "target", DEFAULT_TARGET)?);

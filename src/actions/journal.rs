@@ -127,6 +127,12 @@ pub enum JournalError {
     Recover(String),
 }
 
+impl From<JournalError> for crate::error::Error {
+    fn from(e: JournalError) -> Self {
+        crate::error::Error::Action(Box::new(e))
+    }
+}
+
 /// The journal's path for a data dir: `<data-dir>.restore-journal`.
 pub fn path_for(data_dir: &Path) -> PathBuf {
     let mut name = data_dir

@@ -1,13 +1,20 @@
 //! Actions: each a module with the steps the design lays down, talking to
 //! Juju only through `HookTools` and to the host only through `Paths`.
 
+pub mod alarm;
+pub mod compact;
 pub mod credentials;
+pub mod defrag;
+pub mod health;
 pub mod journal;
 pub mod params;
 pub mod restore;
+pub mod snap_upgrade;
 pub mod snapshot;
 
 use crate::error::Error;
+use crate::etcd::config::ClientEndpoint;
+use crate::etcd::{EtcdConfig, LocalMember};
 use crate::juju::{HookTools, JujuEnv, Results};
 use crate::paths::Paths;
 
@@ -41,12 +48,29 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .map_err(Error::Runtime)
 }
 
+/// The local member, as its config file names it, connected.
+pub fn local_member(
+    ctx: &ActionContext,
+) -> Result<(tokio::runtime::Runtime, ClientEndpoint, LocalMember), Error> {
+    let conf_path = ctx.paths.conf();
+    let endpoint = EtcdConfig::load(conf_path)?.client_endpoint(conf_path)?;
+    let rt = runtime()?;
+    let local = rt.block_on(LocalMember::connect(&endpoint))?;
+    Ok((rt, endpoint, local))
+}
+
 /// Runs one action and returns its results; the caller reports them.
 pub fn run(name: &str, ctx: &ActionContext) -> Result<Results, Error> {
     match name {
         "snapshot" => snapshot::run(ctx),
         "restore" => restore::run(ctx),
         "package-client-credentials" => credentials::run(ctx),
+        "health" => health::run(ctx),
+        "compact" => compact::run(ctx),
+        "defrag" => defrag::run(ctx),
+        "alarm-list" => alarm::list(ctx),
+        "alarm-disarm" => alarm::disarm(ctx),
+        "snap-upgrade" => snap_upgrade::run(ctx),
         other => Err(Error::UnknownAction(other.to_string())),
     }
 }

@@ -72,6 +72,12 @@ pub enum RestoreError {
     },
 }
 
+impl From<RestoreError> for crate::error::Error {
+    fn from(e: RestoreError) -> Self {
+        crate::error::Error::Action(Box::new(e))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreParams {
     pub target: PathBuf,

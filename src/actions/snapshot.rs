@@ -49,6 +49,16 @@ pub enum SnapshotError {
     Write { path: PathBuf, reason: String },
     #[error("cannot finish writing {path}: {reason}; no archive was kept")]
     Finish { path: PathBuf, reason: String },
+    #[error("keys-version=v2 is refused: etcd 3.4 and later keep no v2 keys unless enable-v2 was set, and 3.6 removed the v2 store; a v3 snapshot holds all of this cluster's data, so run snapshot without keys-version")]
+    KeysV2,
+    #[error("invalid action parameter keys-version: {0:?}; it must be v3 (the default)")]
+    KeysVersion(String),
+}
+
+impl From<SnapshotError> for crate::error::Error {
+    fn from(e: SnapshotError) -> Self {
+        crate::error::Error::Action(Box::new(e))
+    }
 }
 
 impl From<OutputError> for SnapshotError {
@@ -77,6 +87,12 @@ pub struct SnapshotParams {
 
 impl SnapshotParams {
     pub fn from_map(p: &serde_json::Map<String, serde_json::Value>) -> Result<Self, Error> {
+        // layer-etcd's parameter, kept so its runbooks run unchanged.
+        match params::string(p, "keys-version", "v3")?.trim() {
+            "v3" => {}
+            "v2" => return Err(SnapshotError::KeysV2.into()),
+            other => return Err(SnapshotError::KeysVersion(other.to_string()).into()),
+        }
         Ok(SnapshotParams {
             target: PathBuf::from(params::string(p, "target", DEFAULT_TARGET)?),
             keep: params::integer(p, "keep", 0, 0..=100_000)?,

@@ -11,6 +11,8 @@ use super::config::{ClientEndpoint, ClientTls};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Compaction and defragmentation scale with the db: minutes on a big one.
+const LONG_CALL: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
@@ -76,6 +78,25 @@ pub struct MemberInfo {
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
     pub is_learner: bool,
+}
+
+/// A raised alarm, as etcd lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alarm {
+    pub member_id: u64,
+    pub kind: etcd_client::AlarmType,
+}
+
+impl std::fmt::Display for Alarm {
+    /// As `etcdctl alarm list` prints it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "memberID:{} alarm:{}",
+            self.member_id,
+            self.kind.as_str_name()
+        )
+    }
 }
 
 pub struct LocalMember {
@@ -254,6 +275,59 @@ impl LocalMember {
         self.call("member update", c.member_update(id, urls.to_vec()))
             .await
             .map(drop)
+    }
+
+    /// Compacts the key history up to `revision`; `physical` waits until
+    /// the freed space is really reclaimed in the backend.
+    pub async fn compact(&self, revision: i64, physical: bool) -> Result<(), EtcdError> {
+        let mut kv = self.client.kv_client();
+        let opts = physical.then(|| etcd_client::CompactionOptions::new().with_physical());
+        self.call_within(LONG_CALL, "compact", kv.compact(revision, opts))
+            .await
+            .map(drop)
+    }
+
+    /// Rewrites this member's backend db without its free pages. The member
+    /// answers nothing else meanwhile, so it can take a while on a big db.
+    pub async fn defragment(&self) -> Result<(), EtcdError> {
+        let mut m = self.client.maintenance_client();
+        self.call_within(LONG_CALL, "defragment", m.defragment())
+            .await
+            .map(drop)
+    }
+
+    /// The cluster's raised alarms: (member ID, alarm name).
+    pub async fn alarms(&self) -> Result<Vec<Alarm>, EtcdError> {
+        use etcd_client::{AlarmAction, AlarmType};
+        let mut m = self.client.maintenance_client();
+        let resp = self
+            .call(
+                "alarm list",
+                m.alarm(AlarmAction::Get, AlarmType::None, None),
+            )
+            .await?;
+        Ok(resp
+            .alarms()
+            .iter()
+            .map(|a| Alarm {
+                member_id: a.member_id(),
+                kind: a.alarm(),
+            })
+            .collect())
+    }
+
+    /// Clears one raised alarm.
+    pub async fn disarm(&self, alarm: &Alarm) -> Result<(), EtcdError> {
+        use etcd_client::{AlarmAction, AlarmOptions};
+        let mut m = self.client.maintenance_client();
+        let mut opts = AlarmOptions::new();
+        opts.with_member(alarm.member_id);
+        self.call(
+            "alarm disarm",
+            m.alarm(AlarmAction::Deactivate, alarm.kind, Some(opts)),
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn snapshot(

@@ -8,7 +8,9 @@ use serde_json::{Map, Value};
 /// The charm's config options, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    pub channel: String,
+    /// The snap channel; `None` for "auto": install the default channel
+    /// on a new unit, never move one that runs etcd.
+    pub channel: Option<String>,
     pub port: u16,
     pub management_port: u16,
     pub heartbeat_interval: u64,
@@ -16,8 +18,29 @@ pub struct Options {
     pub snapshot_count: u64,
     pub quota_backend_bytes: u64,
     pub bind_to_all_interfaces: bool,
+    /// Also serve clients on plain http://127.0.0.1:4001 (layer-etcd's).
+    pub bind_with_insecure_http: bool,
+    /// TLS cipher suites, Go names; used only with TLS.
+    pub cipher_suites: Vec<String>,
     pub tls: Option<TlsPems>,
 }
+
+/// The channel "auto" installs on a new unit.
+pub const DEFAULT_CHANNEL: &str = "3.5/stable";
+/// etcd's own default snapshot-count (3.2 and later), for "auto".
+const AUTO_SNAPSHOT_COUNT: i64 = 100_000;
+/// The listener layer-etcd's bind_with_insecure_http adds.
+const INSECURE_HTTP: &str = "http://127.0.0.1:4001";
+/// Mozilla's "intermediate" TLS 1.2 suites (ECDHE with AEAD), layer-etcd's
+/// list when tls_cipher_suites is empty.
+const DEFAULT_CIPHER_SUITES: [&str; 6] = [
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+];
 
 /// The TLS material from the tls_* options, decoded. Debug never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -134,7 +157,88 @@ fn in_range(name: &'static str, v: i64, lo: i64, hi: i64) -> Result<i64, OptionE
     Ok(v)
 }
 
+fn string(map: &Map<String, Value>, name: &str, default: &str) -> String {
+    map.get(name)
+        .and_then(Value::as_str)
+        .unwrap_or(default)
+        .trim()
+        .to_string()
+}
+
+fn boolean(
+    map: &Map<String, Value>,
+    name: &'static str,
+    default: bool,
+) -> Result<bool, OptionError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v.as_bool().ok_or_else(|| OptionError {
+            name,
+            problem: format!("must be true or false, not {v}"),
+        }),
+    }
+}
+
+/// A string option, as in layer-etcd: "auto" or a whole number. A number
+/// (this charm's earlier int option) is taken too.
+fn snapshot_count(map: &Map<String, Value>) -> Result<i64, OptionError> {
+    let name = "snapshot_count";
+    let v = match map.get(name) {
+        None | Some(Value::Null) => AUTO_SNAPSHOT_COUNT,
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        Some(Value::String(s)) if s.trim().is_empty() || s.trim() == "auto" => AUTO_SNAPSHOT_COUNT,
+        Some(Value::String(s)) => s.trim().parse().map_err(|_| OptionError {
+            name,
+            problem: format!("is {s:?}, and must be \"auto\" or a whole number"),
+        })?,
+        Some(other) => {
+            return Err(OptionError {
+                name,
+                problem: format!("must be \"auto\" or a whole number, not {other}"),
+            })
+        }
+    };
+    in_range(name, v, 1, i64::MAX)
+}
+
+/// Comma-separated Go cipher suite names; etcd refuses to start on an
+/// unknown one, so only their shape is checked here.
+fn cipher_suites(raw: &str) -> Result<Vec<String>, OptionError> {
+    let names: Vec<String> = raw
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect();
+    if let Some(bad) = names.iter().find(|n| {
+        !n.starts_with("TLS_")
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    }) {
+        return Err(OptionError {
+            name: "tls_cipher_suites",
+            problem: format!(
+                "names {bad:?}, which is not a TLS cipher suite name (TLS_..., comma-separated)"
+            ),
+        });
+    }
+    if names.is_empty() {
+        return Ok(DEFAULT_CIPHER_SUITES
+            .iter()
+            .map(|s| s.to_string())
+            .collect());
+    }
+    Ok(names)
+}
+
 impl Options {
+    /// The channel to install a new unit from.
+    pub fn install_channel(&self) -> &str {
+        self.channel.as_deref().unwrap_or(DEFAULT_CHANNEL)
+    }
+
     pub fn from_config(map: &Map<String, Value>) -> Result<Self, OptionError> {
         let port = in_range("port", int(map, "port", 2379)?, 1, 65535)? as u16;
         let management_port = in_range(
@@ -171,31 +275,19 @@ impl Options {
                 ),
             });
         }
-        let snapshot_count = in_range(
-            "snapshot_count",
-            int(map, "snapshot_count", 10_000)?,
-            1,
-            i64::MAX,
-        )?;
+        let snapshot_count = snapshot_count(map)?;
         let quota = in_range(
-            "quota-backend-bytes",
-            int(map, "quota-backend-bytes", 0)?,
+            "quota_backend_bytes",
+            int(map, "quota_backend_bytes", 0)?,
             0,
             i64::MAX,
         )?;
-        let bind = match map.get("bind_to_all_interfaces") {
-            None | Some(Value::Null) => true,
-            Some(v) => v.as_bool().ok_or_else(|| OptionError {
-                name: "bind_to_all_interfaces",
-                problem: format!("must be true or false, not {v}"),
-            })?,
+        let bind = boolean(map, "bind_to_all_interfaces", true)?;
+        let insecure = boolean(map, "bind_with_insecure_http", false)?;
+        let channel = match string(map, "channel", "auto") {
+            c if c.is_empty() || c == "auto" => None,
+            c => Some(c),
         };
-        let channel = map
-            .get("channel")
-            .and_then(Value::as_str)
-            .unwrap_or("3.5/stable")
-            .trim()
-            .to_string();
         Ok(Options {
             channel,
             port,
@@ -205,6 +297,8 @@ impl Options {
             snapshot_count: snapshot_count as u64,
             quota_backend_bytes: quota as u64,
             bind_to_all_interfaces: bind,
+            bind_with_insecure_http: insecure,
+            cipher_suites: cipher_suites(&string(map, "tls_cipher_suites", ""))?,
             tls: tls_options(map)?,
         })
     }
@@ -287,7 +381,11 @@ impl Member {
         let mut kv = |k: &str, v: &str| y.push_str(&format!("{k}: {}\n", quote(v)));
         kv("name", &self.name);
         kv("data-dir", &self.data_dir.to_string_lossy());
-        kv("listen-client-urls", &self.listen(o.port));
+        let mut clients = self.listen(o.port);
+        if o.bind_with_insecure_http {
+            clients = format!("{INSECURE_HTTP},{clients}");
+        }
+        kv("listen-client-urls", &clients);
         kv("advertise-client-urls", &self.client_url());
         kv("listen-peer-urls", &self.listen(o.management_port));
         kv("initial-advertise-peer-urls", &self.peer_url());
@@ -300,7 +398,9 @@ impl Member {
         if o.quota_backend_bytes > 0 {
             y.push_str(&format!("quota-backend-bytes: {}\n", o.quota_backend_bytes));
         }
-        y.push_str("enable-v2: false\nlogger: zap\nlog-outputs: [stderr]\n");
+        // No enable-v2 (off by default since 3.4, gone in 3.6) and no proxy
+        // or discovery keys: nothing etcd 3.6 would refuse.
+        y.push_str("logger: zap\nlog-outputs: [stderr]\n");
         if let Some(t) = &self.tls {
             let sections: &[&str] = if self.bridge {
                 &["peer-transport-security"]
@@ -315,6 +415,10 @@ impl Member {
                     quote(&t.ca.to_string_lossy()),
                 ));
             }
+            y.push_str(&format!(
+                "cipher-suites: [{}]\n",
+                o.cipher_suites.join(", ")
+            ));
         }
         y
     }
@@ -373,6 +477,100 @@ mod tests {
         let mut m = Map::new();
         m.insert("port".into(), Value::from(70000));
         assert!(Options::from_config(&m).is_err());
+    }
+
+    #[test]
+    fn layer_etcd_option_values_are_taken() {
+        let o = options();
+        assert_eq!(o.channel, None);
+        assert_eq!(o.install_channel(), DEFAULT_CHANNEL);
+        assert_eq!(o.snapshot_count, 100_000);
+        assert_eq!(o.cipher_suites.len(), DEFAULT_CIPHER_SUITES.len());
+        let m = |pairs: &[(&str, Value)]| {
+            let mut m = Map::new();
+            for (k, v) in pairs {
+                m.insert(k.to_string(), v.clone());
+            }
+            Options::from_config(&m)
+        };
+        let o = m(&[
+            ("snapshot_count", Value::from("5000")),
+            ("channel", Value::from("3.4/stable")),
+            (
+                "tls_cipher_suites",
+                Value::from("[TLS_AES_128_GCM_SHA256, TLS_CHACHA20_POLY1305_SHA256]"),
+            ),
+        ])
+        .expect("valid");
+        assert_eq!(o.snapshot_count, 5000);
+        assert_eq!(o.channel.as_deref(), Some("3.4/stable"));
+        assert_eq!(
+            o.cipher_suites,
+            ["TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"]
+        );
+        assert_eq!(
+            m(&[("snapshot_count", Value::from(700))])
+                .expect("int")
+                .snapshot_count,
+            700
+        );
+        for bad in ["lots", "0", "-5"] {
+            let e = m(&[("snapshot_count", Value::from(bad))])
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("snapshot_count"), "{e}");
+        }
+        let e = m(&[("tls_cipher_suites", Value::from("RC4-MD5"))]).expect_err("bad suite");
+        assert!(e.to_string().contains("RC4-MD5"), "{e}");
+    }
+
+    #[test]
+    fn renders_nothing_etcd_3_6_refuses_and_layer_etcd_extras() {
+        let tls = Some(TlsFiles {
+            cert: "/c/server.crt".into(),
+            key: "/c/server.key".into(),
+            ca: "/c/ca.crt".into(),
+        });
+        let m = Member {
+            name: "etcd0".into(),
+            data_dir: "/d".into(),
+            address: "10.0.0.5".into(),
+            options: Options {
+                bind_with_insecure_http: true,
+                ..options()
+            },
+            bootstrap: Bootstrap {
+                initial_cluster: "etcd0=https://10.0.0.5:2380".into(),
+                token: "t".into(),
+                state: "new".into(),
+            },
+            tls,
+            bridge: false,
+        };
+        let v: serde_yaml::Value = serde_yaml::from_str(&m.render()).expect("yaml");
+        let map = v.as_mapping().expect("map");
+        for gone in [
+            "enable-v2",
+            "experimental-enable-v2v3",
+            "proxy",
+            "discovery",
+        ] {
+            assert!(!map.contains_key(gone), "{gone} rendered");
+        }
+        assert!(!map
+            .keys()
+            .any(|k| k.as_str().is_some_and(|k| k.starts_with("proxy"))));
+        assert_eq!(
+            v["listen-client-urls"].as_str(),
+            Some("http://127.0.0.1:4001,https://0.0.0.0:2379")
+        );
+        assert_eq!(
+            v["advertise-client-urls"].as_str(),
+            Some("https://10.0.0.5:2379")
+        );
+        let suites = v["cipher-suites"].as_sequence().expect("suites");
+        assert_eq!(suites.len(), DEFAULT_CIPHER_SUITES.len());
+        assert_eq!(v["snapshot-count"].as_u64(), Some(100_000));
     }
 
     #[test]

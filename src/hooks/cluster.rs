@@ -25,7 +25,7 @@ use crate::etcd::{EtcdConfig, LocalMember, MemberInfo};
 use crate::fsutil;
 use crate::install::{self, Installed};
 use crate::juju::{LogLevel, Settings, Status};
-use crate::relations::certificates::ENDPOINT;
+use crate::relations::{self, certificates::ENDPOINT};
 use crate::roll;
 use crate::service;
 
@@ -301,6 +301,15 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     if let Health::Healthy { status, members } = &health {
         let shared = tls.as_ref().filter(|_| choice.share_client);
         publish_clients(ctx, members, &status.version, tls.as_ref(), shared);
+        let unit = ctx.env.unit_name.as_str();
+        let published = [
+            relations::proxy::publish(tools, members, tls.as_ref(), shared),
+            relations::prometheus::publish(tools, unit, leader, members, tls.as_ref(), shared),
+            relations::grafana::publish(tools, unit, leader),
+        ];
+        for e in published.iter().flatten() {
+            ctx.log(e);
+        }
     }
     let pending: Vec<String> = pending.into_iter().chain(waiting).collect();
     let pending = (!pending.is_empty()).then(|| pending.join("; "));
@@ -344,6 +353,10 @@ fn prepare(ctx: &HookContext) -> Result<Option<(Installed, Options)>, Error> {
             return Ok(None);
         }
     };
+    if let Err(msg) = channel_move(ctx, &inst, &options) {
+        tools.status_set(Status::Blocked, &msg)?;
+        return Ok(None);
+    }
     if ctx.env.hook_name.as_deref() == Some("upgrade-charm") {
         let resource = tools.resource_get(install::RESOURCE)?;
         match install::follow_resource(ctx.paths, &mut inst, resource.as_deref()) {
@@ -357,6 +370,25 @@ fn prepare(ctx: &HookContext) -> Result<Option<(Installed, Options)>, Error> {
         }
     }
     Ok(Some((inst, options)))
+}
+
+/// A channel change on a running unit, checked against etcd's upgrade
+/// path before anything moves.
+fn channel_move(ctx: &HookContext, inst: &Installed, options: &Options) -> Result<(), String> {
+    let Some(to) = options.channel.as_deref() else {
+        return Ok(());
+    };
+    let conf_path = ctx.paths.conf();
+    if inst.source != "snap" || inst.channel.as_deref() == Some(to) || !conf_path.exists() {
+        return Ok(());
+    }
+    let versions = match EtcdConfig::load(conf_path).and_then(|c| c.client_endpoint(conf_path)) {
+        Ok(endpoint) => crate::actions::runtime()
+            .map(|rt| rt.block_on(crate::upgrade::member_versions(&endpoint)))
+            .unwrap_or_else(|_| vec![None]),
+        Err(_) => vec![None],
+    };
+    crate::upgrade::check(inst.channel.as_deref(), to, &versions)
 }
 
 /// The member's name and data dir: kept once it has data (a restore or an

@@ -18,7 +18,7 @@ use crate::install::{self, Installed};
 use crate::juju::{HookTools, JujuEnv, LogLevel, Status};
 use crate::lock::ActionLock;
 use crate::paths::Paths;
-use crate::relations::certificates;
+use crate::relations::{certificates, grafana, prometheus, proxy};
 use crate::service;
 
 pub use cluster::{DB, PEER};
@@ -69,7 +69,10 @@ fn dispatch(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> 
         }
         n if n.starts_with(&format!("{PEER}-relation-"))
             || n.starts_with(&format!("{DB}-relation-"))
-            || n.starts_with(&format!("{}-relation-", certificates::ENDPOINT)) =>
+            || n.starts_with(&format!("{}-relation-", certificates::ENDPOINT))
+            || [proxy::ENDPOINT, prometheus::ENDPOINT, grafana::ENDPOINT]
+                .iter()
+                .any(|e| n.starts_with(&format!("{e}-relation-"))) =>
         {
             cluster::converge(&ctx, None)
         }
@@ -96,7 +99,7 @@ pub(crate) fn install_etcd(ctx: &HookContext) -> Result<Option<Installed>, Error
     let resource = tools
         .resource_get(install::RESOURCE)?
         .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));
-    match install::install(ctx.paths, resource.as_deref(), &options.channel) {
+    match install::install(ctx.paths, resource.as_deref(), options.install_channel()) {
         Ok(i) => {
             ctx.log(&format!(
                 "installed etcd from the {}{}",

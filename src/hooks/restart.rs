@@ -41,7 +41,8 @@ pub struct Plan {
     pub conf: PathBuf,
     pub text: String,
     pub tls: Option<TlsPems>,
-    pub channel: String,
+    /// `None` ("auto"): the installed channel stays.
+    pub channel: Option<String>,
 }
 
 fn tls_texts(p: &TlsPems) -> [&String; 5] {
@@ -77,7 +78,10 @@ impl Plan {
                 out.push("certificates");
             }
         }
-        if inst.source == "snap" && inst.channel.as_deref() != Some(self.channel.as_str()) {
+        if inst.source == "snap"
+            && self.channel.is_some()
+            && inst.channel.as_deref() != self.channel.as_deref()
+        {
             out.push("channel");
         }
         if paths.state_dir().join(NEW_BINARY).exists() {
@@ -98,7 +102,7 @@ impl Plan {
                 h.update(text.as_bytes());
             }
         }
-        h.update(self.channel.as_bytes());
+        h.update(self.channel.as_deref().unwrap_or("auto").as_bytes());
         crate::etcd::snapshot::hex(&h.finalize()[..6])
     }
 
@@ -109,7 +113,7 @@ impl Plan {
         std::fs::write(&due, b"")
             .map_err(|e| Error::Hook(format!("cannot write {}: {e}", due.display())))?;
         // The snap first: a refresh that fails leaves nothing half done.
-        install::follow_channel(paths, inst, &self.channel)
+        install::follow_channel(paths, inst, self.channel.as_deref())
             .map_err(|e| Error::Hook(e.to_string()))?;
         if let Some(t) = &self.tls {
             for (name, text) in TLS_FILES.iter().zip(tls_texts(t)) {

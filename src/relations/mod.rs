@@ -3,3 +3,6 @@
 //! through `juju.rs`.
 
 pub mod certificates;
+pub mod grafana;
+pub mod prometheus;
+pub mod proxy;

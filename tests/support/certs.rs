@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
@@ -255,6 +256,7 @@ pub fn serve(model: &Model, rid: &str, answer: &dyn Fn(&Model, &str) -> bool) {
 pub struct Client {
     pub etcdctl: PathBuf,
     pub dir: PathBuf,
+    pems: [String; 3],
 }
 
 impl Client {
@@ -267,7 +269,57 @@ impl Client {
         Client {
             etcdctl: etcd.tool("etcdctl"),
             dir: dir.to_path_buf(),
+            pems: [ca.to_string(), cert.to_string(), key.to_string()],
         }
+    }
+
+    /// One request in this process (etcd-client), with etcdctl's timeouts:
+    /// the samplers ask many times a second, and an etcdctl process each
+    /// time cost more CPU than the cluster under test.
+    fn in_process<T>(
+        &self,
+        endpoints: &str,
+        call: impl AsyncFnOnce(&mut etcd_client::Client) -> Result<T, etcd_client::Error>,
+    ) -> bool {
+        use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+        let urls: Vec<&str> = endpoints.split(',').filter(|u| !u.is_empty()).collect();
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(4));
+        if endpoints.contains("https://") {
+            let [ca, cert, key] = &self.pems;
+            let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+            if !cert.is_empty() && !key.is_empty() {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            opts = opts.with_tls(tls);
+        }
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return false;
+        };
+        rt.block_on(async {
+            let asked = async {
+                let mut c = etcd_client::Client::connect(urls, Some(opts)).await?;
+                call(&mut c).await
+            };
+            matches!(
+                tokio::time::timeout(Duration::from_secs(6), asked).await,
+                Ok(Ok(_))
+            )
+        })
+    }
+
+    /// As `etcdctl endpoint health`: a quorum read through `endpoint`.
+    pub fn healthy(&self, endpoint: &str) -> bool {
+        self.in_process(endpoint, async |c| c.get("health", None).await)
+    }
+
+    /// As `etcdctl put`, through any of `endpoints`.
+    pub fn put(&self, endpoints: &str, key: &str, value: &str) -> bool {
+        self.in_process(endpoints, async |c| c.put(key, value, None).await)
     }
 
     pub fn run(&self, endpoints: &str, args: &[&str]) -> Output {

@@ -1,0 +1,145 @@
+//! The `prometheus` endpoint (interface `prometheus-manual`), as layer-etcd
+//! provides it: the leader asks for a scrape job named "etcd" over every
+//! member's client URL, with the CA and client pair to scrape it. The
+//! request is one unit-databag key, `request_<id>`, whose value is the
+//! job as sorted-key JSON with `request_id`; other units withdraw theirs,
+//! so a leadership change never leaves two jobs.
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::etcd::render::TlsPems;
+use crate::etcd::MemberInfo;
+use crate::juju::HookTools;
+
+pub const ENDPOINT: &str = "prometheus";
+pub const JOB: &str = "etcd";
+
+/// A request ID that stays the same for this unit and relation across
+/// hooks (the interface matches requests by it), in UUID form.
+pub fn request_id(unit: &str, rid: &str) -> String {
+    let h = Sha256::digest(format!("{unit}\n{rid}\n{JOB}").as_bytes());
+    let x = crate::etcd::snapshot::hex(&h[..16]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+}
+
+/// `host:port` of every voting member, from its first client URL.
+fn targets(members: &[MemberInfo]) -> (Vec<String>, bool) {
+    let urls: Vec<&String> = members
+        .iter()
+        .filter(|m| !m.is_learner)
+        .filter_map(|m| m.client_urls.first())
+        .collect();
+    let https = urls.iter().any(|u| u.starts_with("https://"));
+    let mut out: Vec<String> = urls
+        .iter()
+        .filter(|u| u.starts_with("https://") == https)
+        .map(|u| {
+            u.split("://")
+                .nth(1)
+                .unwrap_or(u)
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    (out, https)
+}
+
+/// The job layer-etcd sends; the client pair only when there is a shared
+/// one (legacy certificates), never a unit's own key.
+pub fn job(
+    members: &[MemberInfo],
+    tls: Option<&TlsPems>,
+    shared: Option<&TlsPems>,
+    id: &str,
+) -> String {
+    let (targets, https) = targets(members);
+    let mut v = json!({
+        "job_name": JOB,
+        "job_data": {
+            "scheme": if https { "https" } else { "http" },
+            "static_configs": [{"targets": targets}],
+        },
+        "request_id": id,
+    });
+    if https {
+        if let Some(t) = tls {
+            v["ca_cert"] = json!(t.ca);
+        }
+        if let Some(s) = shared {
+            v["client_cert"] = json!(s.client_cert);
+            v["client_key"] = json!(s.client_key);
+        }
+    }
+    v.to_string()
+}
+
+/// Publishes (leader) or withdraws (others) the job on every relation.
+pub fn publish(
+    tools: &dyn HookTools,
+    unit: &str,
+    leader: bool,
+    members: &[MemberInfo],
+    tls: Option<&TlsPems>,
+    shared: Option<&TlsPems>,
+) -> Vec<String> {
+    let Ok(ids) = tools.relation_ids(ENDPOINT) else {
+        return Vec::new();
+    };
+    ids.iter()
+        .filter_map(|rid| {
+            let id = request_id(unit, rid);
+            let value = if leader {
+                job(members, tls, shared, &id)
+            } else {
+                String::new()
+            };
+            let key = format!("request_{id}");
+            tools
+                .relation_set(rid, &[(key.as_str(), value)])
+                .err()
+                .map(|e| format!("cannot update the {ENDPOINT} relation {rid}: {e}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_job_is_layer_etcds() {
+        let m = |n: &str, url: &str| MemberInfo {
+            id: 1,
+            name: n.into(),
+            peer_urls: vec![],
+            client_urls: vec![url.into()],
+            is_learner: false,
+        };
+        let members = [
+            m("b", "https://10.0.0.2:2379"),
+            m("a", "https://10.0.0.1:2379"),
+        ];
+        let id = request_id("etcd/0", "prometheus:4");
+        assert_eq!(id, request_id("etcd/0", "prometheus:4"));
+        assert_ne!(id, request_id("etcd/1", "prometheus:4"));
+        assert_eq!(id.len(), 36);
+        let v: serde_json::Value = serde_json::from_str(&job(&members, None, None, &id)).unwrap();
+        assert_eq!(v["job_name"], "etcd");
+        assert_eq!(v["job_data"]["scheme"], "https");
+        assert_eq!(
+            v["job_data"]["static_configs"][0]["targets"],
+            json!(["10.0.0.1:2379", "10.0.0.2:2379"])
+        );
+        assert!(v.get("client_key").is_none());
+    }
+}
