@@ -25,6 +25,8 @@ pub enum InstallError {
     Snap { verb: &'static str, detail: String },
     #[error("the etcd resource {path} is not an etcd release tarball ({detail}); attach etcd-vX.Y.Z-linux-amd64.tar.gz from the etcd releases")]
     Tarball { path: PathBuf, detail: String },
+    #[error("the etcd resource {0} is a snap (layer-etcd's etcd.snap); this charm runs etcd from the snap store or from an upstream release tarball: attach etcd-vX.Y.Z-linux-amd64.tar.gz, or an empty file to use the snap store")]
+    SnapResource(PathBuf),
     #[error("cannot install etcd into {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(transparent)]
@@ -212,7 +214,12 @@ fn install_tarball(paths: &Paths, tarball: &Path) -> Result<String, InstallError
         move |source| InstallError::Io { path, source }
     };
     fs::create_dir_all(&base).map_err(io(&base))?;
-    let file = fs::File::open(tarball).map_err(|e| bad(e.to_string()))?;
+    let mut file = fs::File::open(tarball).map_err(|e| bad(e.to_string()))?;
+    let mut magic = [0u8; 4];
+    if io::Read::read_exact(&mut file, &mut magic).is_ok() && &magic == b"hsqs" {
+        return Err(InstallError::SnapResource(tarball.to_path_buf()));
+    }
+    io::Seek::rewind(&mut file).map_err(|e| bad(e.to_string()))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(file)));
     let staging = fsutil::WorkDir::create(base.join(format!(".unpack-{}", std::process::id())))
         .map_err(io(&base))?;

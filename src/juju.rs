@@ -292,7 +292,12 @@ impl HookTools for ProcessTools {
             return Ok(None);
         }
         let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if path.is_empty() {
+        // An empty file is "none": charms on Charmhub ship empty placeholder
+        // resources, and layer-etcd (layer-snap) treats them so.
+        let empty = std::fs::metadata(&path)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true);
+        if path.is_empty() || empty {
             Ok(None)
         } else {
             Ok(Some(PathBuf::from(path)))

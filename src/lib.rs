@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod install;
 pub mod juju;
 pub mod lock;
+pub mod nagios;
 pub mod paths;
 pub mod relations;
 pub mod roll;

@@ -26,8 +26,14 @@ fn main() -> ExitCode {
     unsafe {
         libc::umask(0o077);
     }
+    let args: Vec<String> = std::env::args().collect();
+    // The Nagios checks, run by cron outside any hook.
+    if args.get(1).map(String::as_str) == Some("nagios-check") {
+        let code = etcd_charm::nagios::main(&args[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(3));
+    }
     let env = JujuEnv::from_process();
-    let argv0 = std::env::args().next().unwrap_or_default();
+    let argv0 = args.first().cloned().unwrap_or_default();
     let tools = ProcessTools;
     let paths = Paths::from_env();
     let outcome = std::panic::catch_unwind(|| match route(&env, &argv0) {

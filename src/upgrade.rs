@@ -76,7 +76,7 @@ pub fn check(from: Option<&str>, to: &str, versions: &[Option<String>]) -> Resul
         }
         if let Some(old) = known.iter().filter(|v| **v < BEFORE_36).min() {
             return Err(format!(
-                "every member must run etcd 3.5.32 or later before any moves to 3.6, and one runs {}.{}.{}: refresh the 3.5/stable channel first (juju config etcd channel=3.5/stable), then move to {to}",
+                "every member must run etcd 3.5.32 or later before any moves to 3.6, and one runs {}.{}.{}: refresh the etcd snap within 3.5 on each unit, one at a time (juju exec --unit etcd/N -- sudo snap refresh etcd), then move to {to}",
                 old.0, old.1, old.2
             ));
         }

@@ -55,8 +55,17 @@ fn three_units_form_shrink_restore_and_grow() {
     assert_eq!(model.leader(), "etcd/0");
     assert_healthy(u0, 1);
     // Installed from the snap at the configured channel; no second cluster.
+    // Then the machine's refresh timer, from snapd_refresh ("max":
+    // monthly, on yesterday's weekday and week of the month).
     let snaps = u0.calls_of("snap");
-    assert_eq!(snaps, vec![vec!["install", "etcd", "--channel=3.5/stable"]]);
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert_eq!(snaps[0], ["install", "etcd", "--channel=3.5/stable"]);
+    assert_eq!(snaps[1][..2], ["set", "core"]);
+    let timer = snaps[1][2].trim_start_matches("refresh.timer=").to_string();
+    assert!(
+        timer.len() == 4 && timer.ends_with(|c: char| ('1'..='5').contains(&c)),
+        "{timer}"
+    );
 
     model.add_unit(1);
     model.add_unit(2);
@@ -74,6 +83,50 @@ fn three_units_form_shrink_restore_and_grow() {
         let conf = fs::read_to_string(&u.conf).expect("config");
         assert!(conf.contains(&format!("http://{}:", u.spec.ip)), "{conf}");
     }
+    // Every unit applies the leader's timer; a new one reaches them all
+    // without a restart, one snapd refuses is logged once and the last good
+    // one stays, and "" (snapd's default) reaches every unit too.
+    let applied = |u: &Unit| {
+        let v: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(u.dir.join("svc/snapd-config.json")).unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        v["refresh.timer"].as_str().map(String::from)
+    };
+    for u in &model.units {
+        assert_eq!(
+            applied(u).as_deref(),
+            Some(timer.as_str()),
+            "{}",
+            u.spec.unit
+        );
+    }
+    let starts: Vec<usize> = model.units.iter().map(Unit::starts).collect();
+    model.config(&["snapd_refresh=fri5"]);
+    model.config(&["snapd_refresh=every-full-moon"]);
+    model.run_all("update-status");
+    for u in &model.units {
+        assert_eq!(applied(u).as_deref(), Some("fri5"), "{}", u.spec.unit);
+        let warned = u
+            .calls_of("juju-log")
+            .iter()
+            .filter(|c| {
+                c.iter()
+                    .any(|a| a.contains("cannot set snapd's refresh timer to \"every-full-moon\""))
+            })
+            .count();
+        assert_eq!(warned, 1, "{}: warned once, not every hook", u.spec.unit);
+        assert_healthy(u, 3);
+    }
+    model.config(&["snapd_refresh="]);
+    for u in &model.units {
+        assert_eq!(applied(u).as_deref(), Some(""), "{}", u.spec.unit);
+    }
+    assert_eq!(
+        starts,
+        model.units.iter().map(Unit::starts).collect::<Vec<_>>()
+    );
+
     let id = cluster_id(model.unit("etcd/0"));
     for name in ["etcd/1", "etcd/2"] {
         assert_eq!(cluster_id(model.unit(name)), id, "one cluster");
@@ -335,27 +388,44 @@ fn installs_from_an_etcd_resource_tarball() {
 fn a_bad_etcd_resource_blocks_with_a_reason() {
     let t = TestDir::new("deploy-bad-resource");
     let model = Model::new(t.path(), &Etcd::get(V35));
-    let unit = model.prepare(0);
-    let junk = t.path().join("junk.tar.gz");
-    fs::write(&junk, b"not a tarball at all").expect("junk");
-    attach(&unit, "etcd", &junk);
-    let dir = model.dir.display().to_string();
-    let udir = unit.dir.display().to_string();
-    let out = Command::new("python3")
-        .arg(support::fakejuju())
-        .args(["add-unit", &dir, &udir])
-        .output()
-        .expect("add-unit");
-    let ran: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(ran[0]["hook"], "install");
-    assert_ne!(ran[0]["exit_code"], 0, "install fails so Juju retries it");
-    let (status, message) = unit.status_line();
-    assert_eq!(status, "blocked");
-    assert!(
-        message.contains("is not an etcd release tarball"),
-        "{message}"
-    );
-    assert!(unit.etcd_pid().is_none());
+    // Not a tarball; layer-etcd's etcd.snap (squashfs); an empty
+    // placeholder, as Charmhub ships, which means "use the snap store".
+    let mut snap = b"hsqs".to_vec();
+    snap.extend([0u8; 60]);
+    let cases: [(&[u8], Option<&str>); 3] = [
+        (
+            b"not a tarball at all",
+            Some("is not an etcd release tarball"),
+        ),
+        (&snap, Some("is a snap (layer-etcd's etcd.snap)")),
+        (b"", None),
+    ];
+    for (n, (bytes, refused)) in cases.into_iter().enumerate() {
+        let unit = model.prepare(n);
+        let file = t.path().join(format!("resource-{n}"));
+        fs::write(&file, bytes).expect("resource");
+        attach(&unit, "etcd", &file);
+        let dir = model.dir.display().to_string();
+        let udir = unit.dir.display().to_string();
+        let out = Command::new("python3")
+            .arg(support::fakejuju())
+            .args(["add-unit", &dir, &udir])
+            .output()
+            .expect("add-unit");
+        let ran: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(ran[0]["hook"], "install");
+        let (status, message) = unit.status_line();
+        let Some(why) = refused else {
+            assert_eq!(ran[0]["exit_code"], 0, "{ran:?}");
+            let snaps = unit.calls_of("snap");
+            assert_eq!(snaps[0], ["install", "etcd", "--channel=3.5/stable"]);
+            continue;
+        };
+        assert_ne!(ran[0]["exit_code"], 0, "install fails so Juju retries it");
+        assert_eq!(status, "blocked");
+        assert!(message.contains(why), "{message}");
+        assert!(unit.etcd_pid().is_none());
+    }
 }
 
 /// etcdctl as a related client: only what the db relation handed it.
@@ -806,5 +876,142 @@ fn a_unit_that_cannot_come_back_stops_the_roll() {
             u.spec.unit
         );
         assert_healthy(u, 3);
+    }
+}
+
+/// nrpe-external-master: the NRPE commands, the root cron job behind them
+/// and the relation's monitors; each check reports what the member is
+/// (OK, then CRITICAL with etcd down, CRITICAL once its result is stale),
+/// and the relation gone, every file goes.
+#[test]
+fn nrpe_checks_report_the_member_and_leave_with_the_relation() {
+    let t = TestDir::new("deploy-nrpe");
+    let mut model = Model::new(t.path(), &Etcd::get(V35));
+    model.add_unit(0);
+    let unit = model.unit("etcd/0");
+    let rid = model.relate("nrpe-external-master", "nrpe/0");
+    let data = model.relation_data(&rid, "etcd/0");
+    assert_eq!(data["primary"], "False");
+    let monitors: serde_yaml::Value = serde_yaml::from_str(&data["monitors"]).expect("yaml");
+    for check in ["health", "alarms"] {
+        let cmd = &monitors["monitors"]["remote"]["nrpe"][format!("etcd-{check}")]["command"];
+        assert_eq!(cmd.as_str(), Some(format!("check_etcd-{check}").as_str()));
+    }
+    let root = &unit.root;
+    let cfg = fs::read_to_string(root.join("etc/nagios/nrpe.d/check_etcd-health.cfg"))
+        .expect("nrpe command file");
+    let plugin = root.join("usr/local/lib/nagios/plugins/check_etcd_charm");
+    assert!(
+        cfg.contains(&format!(
+            "command[check_etcd-health]={} health",
+            plugin.display()
+        )),
+        "{cfg}"
+    );
+    assert_eq!(support::mode(&plugin) & 0o777, 0o755);
+    let cron = fs::read_to_string(root.join("etc/cron.d/etcd-charm-nagios")).expect("cron");
+    let job = cron
+        .lines()
+        .find_map(|l| l.strip_prefix("* * * * * root "))
+        .unwrap_or_else(|| panic!("no root job every minute: {cron}"))
+        .to_string();
+    // What cron runs, then what NRPE runs (as nagios it only reads).
+    let run_cron = || {
+        let out = Command::new("sh")
+            .args(["-c", &job])
+            .output()
+            .expect("cron job");
+        assert!(out.status.code().is_some(), "{out:?}");
+    };
+    let nrpe = |check: &str| {
+        let out = Command::new("sh")
+            .arg(&plugin)
+            .arg(check)
+            .output()
+            .expect("plugin");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    assert_eq!(nrpe("health").0, Some(3), "UNKNOWN before the first run");
+    run_cron();
+    let (code, line) = nrpe("health");
+    assert_eq!(code, Some(0), "{line}");
+    assert!(line.starts_with("OK - etcd-0 healthy"), "{line}");
+    assert_eq!(
+        nrpe("alarms"),
+        (Some(0), "OK - no active alarms".to_string())
+    );
+    let result = root.join("var/lib/nagios/etcd-charm-health.txt");
+    assert_eq!(support::mode(&result) & 0o777, 0o644);
+
+    unit.systemctl("stop");
+    run_cron();
+    let (code, line) = nrpe("health");
+    assert_eq!(code, Some(2), "{line}");
+    assert!(
+        line.starts_with("CRITICAL - this unit's etcd is not serving"),
+        "{line}"
+    );
+    let stale = Command::new("touch")
+        .args(["-d", "10 minutes ago"])
+        .arg(&result)
+        .status()
+        .expect("touch");
+    assert!(stale.success());
+    let (code, line) = nrpe("health");
+    assert_eq!(code, Some(2), "{line}");
+    assert!(line.contains("has not run for over 5 minutes"), "{line}");
+    unit.assert_no_secrets();
+
+    model.unrelate(&rid);
+    for f in [
+        "etc/cron.d/etcd-charm-nagios",
+        "etc/nagios/nrpe.d/check_etcd-health.cfg",
+        "etc/nagios/nrpe.d/check_etcd-alarms.cfg",
+        "usr/local/lib/nagios/plugins/check_etcd_charm",
+        "var/lib/nagios/etcd-charm-health.txt",
+    ] {
+        assert!(!root.join(f).exists(), "{f} left behind");
+    }
+}
+
+/// A channel move etcd's upgrade path forbids is refused before the snap
+/// moves: the unit says why and goes on serving and managing the cluster.
+#[test]
+fn a_channel_move_off_etcds_upgrade_path_is_refused() {
+    let t = TestDir::new("deploy-channel-path");
+    let mut model = Model::new(t.path(), &Etcd::get(V35));
+    model.add_unit(0);
+    let unit = model.unit("etcd/0");
+    unit.put("/kept", "served-throughout");
+    for (channel, why) in [
+        (
+            "3.6/stable",
+            "3.5.32 or later before any moves to 3.6, and one runs 3.5.16",
+        ),
+        ("3.4/stable", "cannot go from 3.5 down to 3.4"),
+        ("latest/stable", "names no etcd version"),
+    ] {
+        model.config(&[&format!("channel={channel}")]);
+        let (status, msg) = unit.status_line();
+        assert_eq!(status, "blocked", "{channel}: {msg}");
+        assert!(msg.contains(why), "{channel}: {msg}");
+        assert_eq!(unit.get("/kept").as_deref(), Some("served-throughout"));
+    }
+    let refreshes: Vec<Vec<String>> = unit
+        .calls_of("snap")
+        .into_iter()
+        .filter(|c| c.first().map(String::as_str) == Some("refresh"))
+        .collect();
+    assert!(refreshes.is_empty(), "the snap moved: {refreshes:?}");
+    // Managing the cluster goes on: a unit added now joins.
+    model.add_unit(1);
+    assert_eq!(members(model.unit("etcd/1")).0.len(), 2);
+    model.config(&["channel=3.5/stable"]);
+    model.run_all("update-status");
+    for u in &model.units {
+        assert_healthy(u, 2);
     }
 }

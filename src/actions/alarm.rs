@@ -24,7 +24,14 @@ pub fn disarm(ctx: &ActionContext) -> Result<Results, Error> {
         rt.block_on(local.disarm(a))?;
     }
     let mut r = Results::new();
-    let lines: Vec<String> = alarms.iter().map(ToString::to_string).collect();
+    let mut lines: Vec<String> = alarms.iter().map(ToString::to_string).collect();
+    if alarms
+        .iter()
+        .any(|a| a.kind == etcd_client::AlarmType::Corrupt)
+    {
+        // As etcdctl does, it is cleared; but the operator must know.
+        lines.push("WARNING: a CORRUPT alarm means this member's data diverged from the others'; find the member (etcdctl check hashkv), remove it and add it back empty, or restore from a snapshot".into());
+    }
     r.set("output", lines.join("\n"))?;
     r.set("disarmed", alarms.len().to_string())?;
     Ok(r)

@@ -25,6 +25,12 @@ pub enum EtcdError {
     NoCa { url: String },
     #[error("cannot reach etcd at {url}: {detail}; check that etcd is running on this unit")]
     Unreachable { url: String, detail: String },
+    #[error("etcd at {url} refused {call}: {detail}")]
+    Refused {
+        url: String,
+        call: &'static str,
+        detail: String,
+    },
     #[error("etcd at {url} did not answer {call} within {secs} seconds")]
     Timeout {
         url: String,
@@ -172,6 +178,18 @@ impl LocalMember {
     {
         match tokio::time::timeout(limit, fut).await {
             Ok(Ok(v)) => Ok(v),
+            // etcd answered, and said no: not a reachability problem.
+            Ok(Err(etcd_client::Error::GRpcStatus(s)))
+                // gRPC codes Unknown (2), DeadlineExceeded (4), Unavailable (14):
+                // transport trouble, kept as "cannot reach".
+                if !matches!(s.code() as i32, 2 | 4 | 14) =>
+            {
+                Err(EtcdError::Refused {
+                    url: self.url.clone(),
+                    call,
+                    detail: s.message().to_string(),
+                })
+            }
             Ok(Err(e)) => Err(EtcdError::Unreachable {
                 url: self.url.clone(),
                 detail: describe(&e),

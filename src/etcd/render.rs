@@ -15,20 +15,22 @@ pub struct Options {
     pub management_port: u16,
     pub heartbeat_interval: u64,
     pub election_timeout: u64,
-    pub snapshot_count: u64,
+    /// `None` ("auto"): not rendered, so each etcd version uses its own
+    /// default (100000 up to 3.5, 10000 from 3.6).
+    pub snapshot_count: Option<u64>,
     pub quota_backend_bytes: u64,
     pub bind_to_all_interfaces: bool,
     /// Also serve clients on plain http://127.0.0.1:4001 (layer-etcd's).
     pub bind_with_insecure_http: bool,
     /// TLS cipher suites, Go names; used only with TLS.
     pub cipher_suites: Vec<String>,
+    /// snapd's refresh timer for the machine ("max", "", or a timer).
+    pub snapd_refresh: String,
     pub tls: Option<TlsPems>,
 }
 
 /// The channel "auto" installs on a new unit.
 pub const DEFAULT_CHANNEL: &str = "3.5/stable";
-/// etcd's own default snapshot-count (3.2 and later), for "auto".
-const AUTO_SNAPSHOT_COUNT: i64 = 100_000;
 /// The listener layer-etcd's bind_with_insecure_http adds.
 const INSECURE_HTTP: &str = "http://127.0.0.1:4001";
 /// Mozilla's "intermediate" TLS 1.2 suites (ECDHE with AEAD), layer-etcd's
@@ -181,12 +183,12 @@ fn boolean(
 
 /// A string option, as in layer-etcd: "auto" or a whole number. A number
 /// (this charm's earlier int option) is taken too.
-fn snapshot_count(map: &Map<String, Value>) -> Result<i64, OptionError> {
+fn snapshot_count(map: &Map<String, Value>) -> Result<Option<u64>, OptionError> {
     let name = "snapshot_count";
     let v = match map.get(name) {
-        None | Some(Value::Null) => AUTO_SNAPSHOT_COUNT,
+        None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
-        Some(Value::String(s)) if s.trim().is_empty() || s.trim() == "auto" => AUTO_SNAPSHOT_COUNT,
+        Some(Value::String(s)) if s.trim().is_empty() || s.trim() == "auto" => return Ok(None),
         Some(Value::String(s)) => s.trim().parse().map_err(|_| OptionError {
             name,
             problem: format!("is {s:?}, and must be \"auto\" or a whole number"),
@@ -198,7 +200,7 @@ fn snapshot_count(map: &Map<String, Value>) -> Result<i64, OptionError> {
             })
         }
     };
-    in_range(name, v, 1, i64::MAX)
+    in_range(name, v, 1, i64::MAX).map(|v| Some(v as u64))
 }
 
 /// Comma-separated Go cipher suite names; etcd refuses to start on an
@@ -294,11 +296,12 @@ impl Options {
             management_port,
             heartbeat_interval: heartbeat as u64,
             election_timeout: election as u64,
-            snapshot_count: snapshot_count as u64,
+            snapshot_count,
             quota_backend_bytes: quota as u64,
             bind_to_all_interfaces: bind,
             bind_with_insecure_http: insecure,
             cipher_suites: cipher_suites(&string(map, "tls_cipher_suites", ""))?,
+            snapd_refresh: string(map, "snapd_refresh", "max"),
             tls: tls_options(map)?,
         })
     }
@@ -394,7 +397,9 @@ impl Member {
         kv("initial-cluster-state", &self.bootstrap.state);
         y.push_str(&format!("heartbeat-interval: {}\n", o.heartbeat_interval));
         y.push_str(&format!("election-timeout: {}\n", o.election_timeout));
-        y.push_str(&format!("snapshot-count: {}\n", o.snapshot_count));
+        if let Some(count) = o.snapshot_count {
+            y.push_str(&format!("snapshot-count: {count}\n"));
+        }
         if o.quota_backend_bytes > 0 {
             y.push_str(&format!("quota-backend-bytes: {}\n", o.quota_backend_bytes));
         }
@@ -484,7 +489,7 @@ mod tests {
         let o = options();
         assert_eq!(o.channel, None);
         assert_eq!(o.install_channel(), DEFAULT_CHANNEL);
-        assert_eq!(o.snapshot_count, 100_000);
+        assert_eq!(o.snapshot_count, None);
         assert_eq!(o.cipher_suites.len(), DEFAULT_CIPHER_SUITES.len());
         let m = |pairs: &[(&str, Value)]| {
             let mut m = Map::new();
@@ -502,7 +507,7 @@ mod tests {
             ),
         ])
         .expect("valid");
-        assert_eq!(o.snapshot_count, 5000);
+        assert_eq!(o.snapshot_count, Some(5000));
         assert_eq!(o.channel.as_deref(), Some("3.4/stable"));
         assert_eq!(
             o.cipher_suites,
@@ -512,7 +517,7 @@ mod tests {
             m(&[("snapshot_count", Value::from(700))])
                 .expect("int")
                 .snapshot_count,
-            700
+            Some(700)
         );
         for bad in ["lots", "0", "-5"] {
             let e = m(&[("snapshot_count", Value::from(bad))])
@@ -570,7 +575,8 @@ mod tests {
         );
         let suites = v["cipher-suites"].as_sequence().expect("suites");
         assert_eq!(suites.len(), DEFAULT_CIPHER_SUITES.len());
-        assert_eq!(v["snapshot-count"].as_u64(), Some(100_000));
+        // "auto": each etcd version's own default.
+        assert!(!map.contains_key("snapshot-count"));
     }
 
     #[test]

@@ -174,7 +174,7 @@ struct Turn<'a> {
 /// that left (the leader removes its member).
 pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> {
     let tools = ctx.tools;
-    let Some((mut inst, options)) = prepare(ctx)? else {
+    let Some((mut inst, options, refused)) = prepare(ctx)? else {
         return Ok(());
     };
     let address = tools.ingress_address(PEER)?;
@@ -191,6 +191,7 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         settings.insert(TOKEN.into(), token);
     }
     let token = settings.get(TOKEN).cloned().unwrap_or_default();
+    super::snapd::follow(ctx, &inst, &options.snapd_refresh, leader, &mut settings);
     let mut member = Member {
         name: name.clone(),
         data_dir: data_dir.clone(),
@@ -298,31 +299,53 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     let waiting = turn.lead(&rt, &health, &endpoint, departed);
     // Membership may have changed (a promotion): look again.
     let health = rt.block_on(health::check(&endpoint, &name));
+    let shared = tls.as_ref().filter(|_| choice.share_client);
+    let mut published = Vec::new();
     if let Health::Healthy { status, members } = &health {
-        let shared = tls.as_ref().filter(|_| choice.share_client);
         publish_clients(ctx, members, &status.version, tls.as_ref(), shared);
-        let unit = ctx.env.unit_name.as_str();
-        let published = [
-            relations::proxy::publish(tools, members, tls.as_ref(), shared),
-            relations::prometheus::publish(tools, unit, leader, members, tls.as_ref(), shared),
-            relations::grafana::publish(tools, unit, leader),
-        ];
-        for e in published.iter().flatten() {
-            ctx.log(e);
-        }
+        published.extend(relations::proxy::publish(
+            tools,
+            members,
+            tls.as_ref(),
+            shared,
+        ));
+    }
+    // Leader-only requests: the leader sends them once it knows the
+    // members; every other unit withdraws its copy, healthy or not.
+    let healthy = match &health {
+        Health::Healthy { members, .. } => Some(members.as_slice()),
+        _ => None,
+    };
+    if !leader || healthy.is_some() {
+        let app = ctx.env.unit_name.split('/').next().unwrap_or_default();
+        let members = healthy.unwrap_or(&[]);
+        published.extend(relations::prometheus::publish(
+            tools,
+            app,
+            leader,
+            members,
+            tls.as_ref(),
+            shared,
+        ));
+        published.extend(relations::grafana::publish(tools, app, leader));
+    }
+    for e in &published {
+        ctx.log(e);
     }
     let pending: Vec<String> = pending.into_iter().chain(waiting).collect();
     let pending = (!pending.is_empty()).then(|| pending.join("; "));
     report_health(tools, ctx.paths, &health, pending.as_deref())?;
-    if let Some(why) = &choice.blocked {
+    if let Some(why) = refused.as_ref().or(choice.blocked.as_ref()) {
         tools.status_set(Status::Blocked, why)?;
     }
     Ok(())
 }
 
-/// Installed and configured enough to converge: the installation and the
-/// checked options. None when the hook is done (the status says why).
-fn prepare(ctx: &HookContext) -> Result<Option<(Installed, Options)>, Error> {
+/// Installed and configured enough to converge: the installation, the
+/// checked options, and a refused channel move (the unit keeps its
+/// channel and goes on managing the cluster; the status says why). None
+/// when the hook is done (the status says why).
+fn prepare(ctx: &HookContext) -> Result<Option<(Installed, Options, Option<String>)>, Error> {
     let tools = ctx.tools;
     let inst = match Installed::load(ctx.paths) {
         Some(i) => Some(i),
@@ -346,16 +369,16 @@ fn prepare(ctx: &HookContext) -> Result<Option<(Installed, Options)>, Error> {
         }
         return Ok(None);
     }
-    let options = match options(ctx) {
+    let mut options = match options(ctx) {
         Ok(o) => o,
         Err(msg) => {
             tools.status_set(Status::Blocked, &msg)?;
             return Ok(None);
         }
     };
-    if let Err(msg) = channel_move(ctx, &inst, &options) {
-        tools.status_set(Status::Blocked, &msg)?;
-        return Ok(None);
+    let refused = channel_move(ctx, &inst, &options).err();
+    if refused.is_some() {
+        options.channel = None;
     }
     if ctx.env.hook_name.as_deref() == Some("upgrade-charm") {
         let resource = tools.resource_get(install::RESOURCE)?;
@@ -369,7 +392,7 @@ fn prepare(ctx: &HookContext) -> Result<Option<(Installed, Options)>, Error> {
             }
         }
     }
-    Ok(Some((inst, options)))
+    Ok(Some((inst, options, refused)))
 }
 
 /// A channel change on a running unit, checked against etcd's upgrade

@@ -7,6 +7,7 @@ mod cluster;
 mod context;
 mod leave;
 mod restart;
+mod snapd;
 mod tls;
 mod unmanaged;
 
@@ -18,7 +19,7 @@ use crate::install::{self, Installed};
 use crate::juju::{HookTools, JujuEnv, LogLevel, Status};
 use crate::lock::ActionLock;
 use crate::paths::Paths;
-use crate::relations::{certificates, grafana, prometheus, proxy};
+use crate::relations::{certificates, grafana, nrpe, prometheus, proxy};
 use crate::service;
 
 pub use cluster::{DB, PEER};
@@ -33,6 +34,10 @@ impl HookContext<'_> {
     fn log(&self, message: &str) {
         let _ = self.tools.log(LogLevel::Info, message);
     }
+
+    fn log_at(&self, level: LogLevel, message: &str) {
+        let _ = self.tools.log(level, message);
+    }
 }
 
 pub fn run(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> Result<(), Error> {
@@ -46,6 +51,12 @@ fn dispatch(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> 
     let ctx = HookContext { tools, paths, env };
     if !resolve_interrupted(tools, paths)? {
         return Ok(());
+    }
+    if name == "config-changed"
+        || name == "upgrade-charm"
+        || name.starts_with(&format!("{}-relation-", nrpe::ENDPOINT))
+    {
+        nagios_checks(&ctx, name);
     }
     let departing_self = env.departing_unit.is_some()
         && env.departing_unit.as_deref() == Some(env.unit_name.as_str());
@@ -80,6 +91,39 @@ fn dispatch(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> 
             tools.log(LogLevel::Debug, &format!("nothing to do in {name}"))?;
             Ok(())
         }
+    }
+}
+
+/// The nrpe-external-master files follow the relation and the nagios_*
+/// options, whatever state etcd is in: monitoring matters most when it
+/// is down.
+fn nagios_checks(ctx: &HookContext, hook: &str) {
+    let config = ctx.tools.config().unwrap_or_default();
+    let text = |k: &str, d: &str| {
+        config
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(d)
+            .to_string()
+    };
+    let dispatch = std::env::var_os("JUJU_CHARM_DIR")
+        .map(|d| std::path::PathBuf::from(d).join("dispatch"))
+        .or_else(|| std::env::current_exe().ok())
+        .unwrap_or_else(|| "dispatch".into());
+    // In its -broken hook the relation still lists; it is gone all the same.
+    let broken = hook == format!("{}-relation-broken", nrpe::ENDPOINT);
+    let errors = nrpe::publish(
+        ctx.tools,
+        ctx.paths,
+        &dispatch,
+        (
+            &text("nagios_context", "juju"),
+            &text("nagios_servicegroups", ""),
+        ),
+        broken,
+    );
+    for e in errors {
+        ctx.log(&e);
     }
 }
 

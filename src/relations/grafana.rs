@@ -174,14 +174,14 @@ pub fn datasource(tools: &dyn HookTools) -> Option<String> {
 
 /// Publishes (leader) or withdraws (others) the dashboard on every
 /// relation; nothing until a Prometheus is related to read from.
-pub fn publish(tools: &dyn HookTools, unit: &str, leader: bool) -> Vec<String> {
+pub fn publish(tools: &dyn HookTools, app: &str, leader: bool) -> Vec<String> {
     let Ok(ids) = tools.relation_ids(ENDPOINT) else {
         return Vec::new();
     };
     let source = datasource(tools);
     ids.iter()
         .filter_map(|rid| {
-            let id = super::prometheus::request_id(unit, rid);
+            let id = super::prometheus::request_id(app, rid);
             let value = match (&source, leader) {
                 (Some(ds), true) => json!({
                     "name": NAME,

@@ -4,5 +4,6 @@
 
 pub mod certificates;
 pub mod grafana;
+pub mod nrpe;
 pub mod prometheus;
 pub mod proxy;

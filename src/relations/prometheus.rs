@@ -15,10 +15,11 @@ use crate::juju::HookTools;
 pub const ENDPOINT: &str = "prometheus";
 pub const JOB: &str = "etcd";
 
-/// A request ID that stays the same for this unit and relation across
-/// hooks (the interface matches requests by it), in UUID form.
-pub fn request_id(unit: &str, rid: &str) -> String {
-    let h = Sha256::digest(format!("{unit}\n{rid}\n{JOB}").as_bytes());
+/// A request ID that stays the same for this application and relation
+/// across hooks and leaders (Prometheus names the job after it), in UUID
+/// form.
+pub fn request_id(app: &str, rid: &str) -> String {
+    let h = Sha256::digest(format!("{app}\n{rid}\n{JOB}").as_bytes());
     let x = crate::etcd::snapshot::hex(&h[..16]);
     format!(
         "{}-{}-{}-{}-{}",
@@ -86,7 +87,7 @@ pub fn job(
 /// Publishes (leader) or withdraws (others) the job on every relation.
 pub fn publish(
     tools: &dyn HookTools,
-    unit: &str,
+    app: &str,
     leader: bool,
     members: &[MemberInfo],
     tls: Option<&TlsPems>,
@@ -97,7 +98,7 @@ pub fn publish(
     };
     ids.iter()
         .filter_map(|rid| {
-            let id = request_id(unit, rid);
+            let id = request_id(app, rid);
             let value = if leader {
                 job(members, tls, shared, &id)
             } else {
@@ -129,9 +130,9 @@ mod tests {
             m("b", "https://10.0.0.2:2379"),
             m("a", "https://10.0.0.1:2379"),
         ];
-        let id = request_id("etcd/0", "prometheus:4");
-        assert_eq!(id, request_id("etcd/0", "prometheus:4"));
-        assert_ne!(id, request_id("etcd/1", "prometheus:4"));
+        let id = request_id("etcd", "prometheus:4");
+        assert_eq!(id, request_id("etcd", "prometheus:4"));
+        assert_ne!(id, request_id("etcd", "prometheus:5"));
         assert_eq!(id.len(), 36);
         let v: serde_json::Value = serde_json::from_str(&job(&members, None, None, &id)).unwrap();
         assert_eq!(v["job_name"], "etcd");

@@ -112,6 +112,14 @@ python3 "$fake" run-all "$work/model-etcd" update-status >/dev/null
 python3 "$fake" run-all "$work/model-etcd" update-status >/dev/null
 status etcd
 
+step "layer-etcd's runbook: health, then compact and defrag"
+show "juju run etcd/0 health"
+python3 "$fake" run-action "$work/etcd-0" health
+show "juju run etcd/0 compact physical=true"
+python3 "$fake" run-action "$work/etcd-0" compact physical=true
+show "juju run etcd/0 defrag"
+python3 "$fake" run-action "$work/etcd-0" defrag
+
 step "the operator takes a snapshot"
 show "juju run etcd/0 snapshot target=$work/snapshots"
 python3 "$fake" run-action "$work/etcd-0" snapshot "target=$work/snapshots"

@@ -608,11 +608,16 @@ def tool_snap(unit, args):
     info = unit_info(unit)
     state_path = svc(unit, "snap.json")
     state = read_json(state_path, None)
-    channel = "latest/stable"
+    if verb in ("set", "get"):
+        return snap_config(unit, verb, rest)
+    channel = None
+    hold = False
     names = []
     for a in rest:
         if a.startswith("--channel="):
             channel = a.split("=", 1)[1]
+        elif a == "--hold" and verb == "refresh":
+            hold = True
         elif a in ("--classic", "--devmode"):
             pass
         elif a.startswith("-"):
@@ -621,6 +626,18 @@ def tool_snap(unit, args):
             names.append(a)
     if verb in ("install", "refresh", "remove") and names != ["etcd"]:
         raise ToolError(f'error: snap "{" ".join(names)}" not found', 1)
+    if hold:
+        # snapd 2.58+: hold the named snaps' refreshes, forever by default.
+        if channel:
+            raise ToolError("error: cannot use --hold with other flags", 1)
+        if not state:
+            raise ToolError('error: snap "etcd" is not installed', 1)
+        state["held"] = True
+        write_json(state_path, state)
+        print('General refreshes of "etcd" held indefinitely')
+        return
+    channel_given = channel
+    channel = channel or "latest/stable"
     if not re.match(r"^([0-9a-z.]+/)?(stable|candidate|beta|edge)(/[a-z0-9-]+)?$", channel):
         raise ToolError(f'error: invalid channel: "{channel}"', 1)
     current = os.path.join(info["root"], "snap/etcd/current/bin")
@@ -647,9 +664,9 @@ def tool_snap(unit, args):
     elif verb == "refresh":
         if not state:
             raise ToolError('error: snap "etcd" is not installed', 1)
-        state["channel"] = channel
+        state["channel"] = channel_given or state.get("channel", "latest/stable")
         write_json(state_path, state)
-        print(f"etcd ({channel}) refreshed")
+        print(f"etcd ({state['channel']}) refreshed")
     elif verb == "remove":
         if state:
             os.remove(state_path)
@@ -660,6 +677,47 @@ def tool_snap(unit, args):
         print(f"Name  Version  Rev  Tracking  Publisher  Notes\netcd  fake  1  {state['channel']}  canonical  -")
     else:
         raise ToolError(f'error: unknown command "{verb}", see \'snap help\'.', 1)
+
+
+SNAPD_DAY = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)[1-5]?(-(mon|tue|wed|thu|fri|sat|sun)[1-5]?)?$")
+SNAPD_TIME = re.compile(r"^\d{1,2}:\d{2}([-~]\d{1,2}:\d{2})?(/\d+)?$")
+
+
+def snapd_timer_ok(value):
+    """snapd's timer grammar, loosely: comma-separated weekday spans
+    (mon, mon1, mon-fri) and times (10:00, 9:00-11:00, 00:00~24:00/4),
+    a weekday and times separated by spaces or commas; empty items allowed."""
+    for item in value.replace(",,", ",").split(","):
+        for word in item.split():
+            if not (SNAPD_DAY.match(word) or SNAPD_TIME.match(word)):
+                return False
+    return True
+
+
+def snap_config(unit, verb, rest):
+    """`snap set|get core|system refresh.timer`, the only setting the charm
+    touches; snapd checks a timer's syntax when it is set."""
+    if not rest or rest[0] not in ("core", "system"):
+        raise ToolError(f'error: snap "{rest[0] if rest else ""}" has no configuration', 1)
+    path = svc(unit, "snapd-config.json")
+    conf = read_json(path, {})
+    if verb == "get":
+        keys = rest[1:]
+        if keys != ["refresh.timer"]:
+            raise ToolError(f"error: unexpected get {keys}", 1)
+        if "refresh.timer" not in conf:
+            raise ToolError('error: snap "core" has no "refresh.timer" configuration option', 1)
+        print(conf["refresh.timer"])
+        return
+    for pair in rest[1:]:
+        key, sep, value = pair.partition("=")
+        if not sep or key != "refresh.timer":
+            raise ToolError(f"error: unexpected set {pair!r}", 1)
+        if value and not snapd_timer_ok(value):
+            raise ToolError(f'error: cannot perform the following tasks:\n- Run configure hook of "core" snap (cannot parse "{value}")', 1)
+        conf[key] = value
+        conf.setdefault("history", []).append(value)
+    write_json(path, conf)
 
 
 def start_etcd(unit):
