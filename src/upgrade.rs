@@ -90,7 +90,6 @@ pub fn check(from: Option<&str>, to: &str, versions: &[Option<String>]) -> Resul
 pub async fn member_versions(
     endpoint: &crate::etcd::config::ClientEndpoint,
 ) -> Vec<Option<String>> {
-    use crate::etcd::config::ClientEndpoint;
     use crate::etcd::LocalMember;
     let Ok((_, members)) = LocalMember::probe(endpoint).await else {
         return vec![None];
@@ -101,10 +100,7 @@ pub async fn member_versions(
             out.push(None);
             continue;
         };
-        let ep = ClientEndpoint {
-            url: url.clone(),
-            tls: endpoint.tls.clone(),
-        };
+        let ep = endpoint.at(url);
         let asked = async { LocalMember::connect(&ep).await?.status().await };
         let answer = tokio::time::timeout(std::time::Duration::from_secs(10), asked).await;
         out.push(answer.ok().and_then(Result::ok).map(|s| s.version));

@@ -304,6 +304,14 @@ fn packed_metadata_parses_and_actions_are_valid_schemas() {
     }
 }
 
+/// The virtualenv ./charm test installs charm-tools and charmcraft into.
+fn linters() -> PathBuf {
+    std::env::var_os("ETCD_CHARM_DEPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| support::repo().join("target/deps"))
+        .join("lint/bin")
+}
+
 /// layer-etcd's surface (charmed-kubernetes/layer-etcd @233f62a: its
 /// metadata.yaml, config.yaml and actions.yaml, with the endpoints,
 /// options and actions its layers add), written down here: every item
@@ -440,10 +448,7 @@ fn packed_charm_carries_layer_etcds_whole_surface() {
 /// and must stay so (README, "Options").
 #[test]
 fn packed_charm_passes_charm_proof_and_charmcraft_analyse() {
-    let deps = std::env::var_os("ETCD_CHARM_DEPS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| support::repo().join("target/deps"));
-    let lint = deps.join("lint/bin");
+    let lint = linters();
     assert!(
         lint.join("charm-proof").is_file() && lint.join("charmcraft").is_file(),
         "the linters are missing from {}: run ./charm test, which installs them",
@@ -516,10 +521,7 @@ fn packed_charm_passes_charm_proof_and_charmcraft_analyse() {
 /// charm per Ubuntu base, each built on that base.
 #[test]
 fn charmcraft_yaml_loads_with_one_platform_per_base() {
-    let deps = std::env::var_os("ETCD_CHARM_DEPS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| support::repo().join("target/deps"));
-    let python = deps.join("lint/bin/python");
+    let python = linters().join("python");
     assert!(
         python.is_file(),
         "{} missing: run ./charm test",

@@ -40,10 +40,7 @@ async fn check(member: &MemberInfo, local: &ClientEndpoint) -> (String, bool) {
             !member.is_learner,
         );
     };
-    let endpoint = ClientEndpoint {
-        url: url.clone(),
-        tls: local.tls.clone(),
-    };
+    let endpoint = local.at(url);
     let started = Instant::now();
     let answer = async {
         let m = LocalMember::connect(&endpoint).await?;

@@ -61,6 +61,17 @@ pub struct ClientEndpoint {
     pub tls: Option<ClientTls>,
 }
 
+impl ClientEndpoint {
+    /// Another member's client URL, reached with this same identity (TLS
+    /// only where that URL is https).
+    pub fn at(&self, url: &str) -> ClientEndpoint {
+        ClientEndpoint {
+            url: url.to_string(),
+            tls: self.tls.clone().filter(|_| url.starts_with("https://")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientTls {
     pub ca_file: Option<PathBuf>,

@@ -175,29 +175,12 @@ pub fn datasource(tools: &dyn HookTools) -> Option<String> {
 /// Publishes (leader) or withdraws (others) the dashboard on every
 /// relation; nothing until a Prometheus is related to read from.
 pub fn publish(tools: &dyn HookTools, app: &str, leader: bool) -> Vec<String> {
-    let Ok(ids) = tools.relation_ids(ENDPOINT) else {
-        return Vec::new();
-    };
-    let source = datasource(tools);
-    ids.iter()
-        .filter_map(|rid| {
-            let id = super::prometheus::request_id(app, rid);
-            let value = match (&source, leader) {
-                (Some(ds), true) => json!({
-                    "name": NAME,
-                    "dashboard": dashboard(ds),
-                    "request_id": id,
-                })
-                .to_string(),
-                _ => String::new(),
-            };
-            let key = format!("request_{id}");
-            tools
-                .relation_set(rid, &[(key.as_str(), value)])
-                .err()
-                .map(|e| format!("cannot update the {ENDPOINT} relation {rid}: {e}"))
+    let source = datasource(tools).filter(|_| leader);
+    super::send_request(tools, ENDPOINT, app, &|id| {
+        source.as_ref().map(|ds| {
+            json!({"name": NAME, "dashboard": dashboard(ds), "request_id": id}).to_string()
         })
-        .collect()
+    })
 }
 
 #[cfg(test)]

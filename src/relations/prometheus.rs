@@ -6,7 +6,6 @@
 //! so a leadership change never leaves two jobs.
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::etcd::render::TlsPems;
 use crate::etcd::MemberInfo;
@@ -14,22 +13,6 @@ use crate::juju::HookTools;
 
 pub const ENDPOINT: &str = "prometheus";
 pub const JOB: &str = "etcd";
-
-/// A request ID that stays the same for this application and relation
-/// across hooks and leaders (Prometheus names the job after it), in UUID
-/// form.
-pub fn request_id(app: &str, rid: &str) -> String {
-    let h = Sha256::digest(format!("{app}\n{rid}\n{JOB}").as_bytes());
-    let x = crate::etcd::snapshot::hex(&h[..16]);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &x[..8],
-        &x[8..12],
-        &x[12..16],
-        &x[16..20],
-        &x[20..32]
-    )
-}
 
 /// `host:port` of every voting member, from its first client URL.
 fn targets(members: &[MemberInfo]) -> (Vec<String>, bool) {
@@ -93,24 +76,9 @@ pub fn publish(
     tls: Option<&TlsPems>,
     shared: Option<&TlsPems>,
 ) -> Vec<String> {
-    let Ok(ids) = tools.relation_ids(ENDPOINT) else {
-        return Vec::new();
-    };
-    ids.iter()
-        .filter_map(|rid| {
-            let id = request_id(app, rid);
-            let value = if leader {
-                job(members, tls, shared, &id)
-            } else {
-                String::new()
-            };
-            let key = format!("request_{id}");
-            tools
-                .relation_set(rid, &[(key.as_str(), value)])
-                .err()
-                .map(|e| format!("cannot update the {ENDPOINT} relation {rid}: {e}"))
-        })
-        .collect()
+    super::send_request(tools, ENDPOINT, app, &|id| {
+        leader.then(|| job(members, tls, shared, id))
+    })
 }
 
 #[cfg(test)]
@@ -130,9 +98,9 @@ mod tests {
             m("b", "https://10.0.0.2:2379"),
             m("a", "https://10.0.0.1:2379"),
         ];
-        let id = request_id("etcd", "prometheus:4");
-        assert_eq!(id, request_id("etcd", "prometheus:4"));
-        assert_ne!(id, request_id("etcd", "prometheus:5"));
+        let id = crate::relations::request_id("etcd", "prometheus:4");
+        assert_eq!(id, crate::relations::request_id("etcd", "prometheus:4"));
+        assert_ne!(id, crate::relations::request_id("etcd", "prometheus:5"));
         assert_eq!(id.len(), 36);
         let v: serde_json::Value = serde_json::from_str(&job(&members, None, None, &id)).unwrap();
         assert_eq!(v["job_name"], "etcd");

@@ -317,9 +317,13 @@ impl Client {
         self.in_process(endpoint, async |c| c.get("health", None).await)
     }
 
-    /// As `etcdctl put`, through any of `endpoints`.
+    /// As `etcdctl put` (and etcd's Go client): through the endpoints in
+    /// turn until one acknowledges, so a member restarting is failed over.
     pub fn put(&self, endpoints: &str, key: &str, value: &str) -> bool {
-        self.in_process(endpoints, async |c| c.put(key, value, None).await)
+        endpoints
+            .split(',')
+            .filter(|u| !u.is_empty())
+            .any(|url| self.in_process(url, async |c| c.put(key, value, None).await))
     }
 
     pub fn run(&self, endpoints: &str, args: &[&str]) -> Output {
