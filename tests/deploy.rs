@@ -979,6 +979,7 @@ fn nrpe_checks_report_the_member_and_leave_with_the_relation() {
 
 /// A channel move etcd's upgrade path forbids is refused before the snap
 /// moves: the unit says why and goes on serving and managing the cluster.
+/// Under `channel: auto`, a joining unit installs what the leader runs.
 #[test]
 fn a_channel_move_off_etcds_upgrade_path_is_refused() {
     let t = TestDir::new("deploy-channel-path");
@@ -986,6 +987,18 @@ fn a_channel_move_off_etcds_upgrade_path_is_refused() {
     model.add_unit(0);
     let unit = model.unit("etcd/0");
     unit.put("/kept", "served-throughout");
+    let refreshes = |u: &Unit| -> Vec<Vec<String>> {
+        u.calls_of("snap")
+            .into_iter()
+            .filter(|c| c.first().map(String::as_str) == Some("refresh"))
+            .collect()
+    };
+    // Within a minor version: allowed, and rolled.
+    model.config(&["channel=3.5/candidate"]);
+    assert_eq!(
+        refreshes(unit),
+        [["refresh", "etcd", "--channel=3.5/candidate"]]
+    );
     for (channel, why) in [
         (
             "3.6/stable",
@@ -1000,18 +1013,24 @@ fn a_channel_move_off_etcds_upgrade_path_is_refused() {
         assert!(msg.contains(why), "{channel}: {msg}");
         assert_eq!(unit.get("/kept").as_deref(), Some("served-throughout"));
     }
-    let refreshes: Vec<Vec<String>> = unit
-        .calls_of("snap")
-        .into_iter()
-        .filter(|c| c.first().map(String::as_str) == Some("refresh"))
-        .collect();
-    assert!(refreshes.is_empty(), "the snap moved: {refreshes:?}");
-    // Managing the cluster goes on: a unit added now joins.
+    assert_eq!(
+        refreshes(unit).len(),
+        1,
+        "the snap moved: {:?}",
+        refreshes(unit)
+    );
+    // Back to auto: nothing moves; a unit added now installs the leader's
+    // channel, not the default, and joins.
+    model.config(&["channel=auto"]);
     model.add_unit(1);
-    assert_eq!(members(model.unit("etcd/1")).0.len(), 2);
-    model.config(&["channel=3.5/stable"]);
+    let joined = model.unit("etcd/1");
+    assert_eq!(
+        joined.calls_of("snap")[0],
+        ["install", "etcd", "--channel=3.5/candidate"]
+    );
     model.run_all("update-status");
     for u in &model.units {
         assert_healthy(u, 2);
     }
+    assert_eq!(refreshes(model.unit("etcd/0")).len(), 1);
 }

@@ -1,12 +1,12 @@
 //! `alarm-list` and `alarm-disarm`: the cluster's raised alarms (NOSPACE,
 //! CORRUPT), listed or cleared, as `etcdctl alarm list|disarm` print them.
 
-use crate::actions::{local_member, ActionContext};
+use crate::actions::{voting_member, ActionContext};
 use crate::error::Error;
 use crate::juju::Results;
 
 pub fn list(ctx: &ActionContext) -> Result<Results, Error> {
-    let (rt, _, local) = local_member(ctx)?;
+    let (rt, _, local) = voting_member(ctx)?;
     let alarms = rt.block_on(local.alarms())?;
     let mut r = Results::new();
     let lines: Vec<String> = alarms.iter().map(ToString::to_string).collect();
@@ -18,7 +18,7 @@ pub fn list(ctx: &ActionContext) -> Result<Results, Error> {
 /// Clears every raised alarm. A NOSPACE alarm comes back on the next write
 /// if the db is still over its quota: compact and defrag first.
 pub fn disarm(ctx: &ActionContext) -> Result<Results, Error> {
-    let (rt, _, local) = local_member(ctx)?;
+    let (rt, _, local) = voting_member(ctx)?;
     let alarms = rt.block_on(local.alarms())?;
     for a in &alarms {
         rt.block_on(local.disarm(a))?;

@@ -2,7 +2,7 @@
 //! latest by default), as `etcdctl compaction` does; `physical` waits until
 //! the space is reclaimed. Revisions before it can no longer be read.
 
-use crate::actions::{local_member, params, ActionContext};
+use crate::actions::{params, voting_member, ActionContext};
 use crate::error::Error;
 use crate::juju::Results;
 
@@ -35,7 +35,7 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     let p = ctx.tools.action_params()?;
     let asked = parse_revision(params::optional_string(&p, "revision")?)?;
     let physical = params::boolean(&p, "physical", false)?;
-    let (rt, _, local) = local_member(ctx)?;
+    let (rt, _, local) = voting_member(ctx)?;
     let latest = rt.block_on(local.status())?.revision;
     let revision = match asked {
         Some(r) if r > latest => return Err(CompactError::Future { asked: r, latest }.into()),

@@ -3,7 +3,7 @@
 //! one while it runs, so only this unit's member, and never beside a
 //! snapshot or restore (the action lock).
 
-use crate::actions::{local_member, ActionContext};
+use crate::actions::{voting_member, ActionContext};
 use crate::error::Error;
 use crate::fsutil::human_size;
 use crate::juju::Results;
@@ -11,7 +11,7 @@ use crate::lock::ActionLock;
 
 pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     let _lock = ActionLock::acquire(&ctx.paths.state_dir(), "defrag")?;
-    let (rt, endpoint, local) = local_member(ctx)?;
+    let (rt, endpoint, local) = voting_member(ctx)?;
     let before = rt.block_on(local.status())?.db_size;
     ctx.progress(&format!(
         "defragmenting {} (db {})",

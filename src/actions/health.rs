@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::actions::{local_member, ActionContext};
+use crate::actions::{voting_member, ActionContext};
 use crate::error::Error;
 use crate::etcd::config::ClientEndpoint;
 use crate::etcd::{LocalMember, MemberInfo};
@@ -85,7 +85,7 @@ fn label(m: &MemberInfo) -> String {
 }
 
 pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
-    let (rt, endpoint, local) = local_member(ctx)?;
+    let (rt, endpoint, local) = voting_member(ctx)?;
     let mut members = rt.block_on(local.members())?;
     members.sort_by(|a, b| a.name.cmp(&b.name));
     let mut lines = Vec::new();

@@ -59,6 +59,29 @@ pub fn local_member(
     Ok((rt, endpoint, local))
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("this unit's etcd member ({0}) is a learner still catching up with the leader, and answers only status; run the action on a unit whose member votes")]
+pub struct LearnerError(String);
+
+impl From<LearnerError> for Error {
+    fn from(e: LearnerError) -> Self {
+        Error::Action(Box::new(e))
+    }
+}
+
+/// The local member, refused while it is a learner: etcd serves learners
+/// only status and serializable reads, so the cluster-wide actions would
+/// fail with etcd's own terse refusal.
+pub fn voting_member(
+    ctx: &ActionContext,
+) -> Result<(tokio::runtime::Runtime, ClientEndpoint, LocalMember), Error> {
+    let (rt, endpoint, local) = local_member(ctx)?;
+    if rt.block_on(local.status())?.is_learner {
+        return Err(LearnerError(endpoint.url.clone()).into());
+    }
+    Ok((rt, endpoint, local))
+}
+
 /// Runs one action and returns its results; the caller reports them.
 pub fn run(name: &str, ctx: &ActionContext) -> Result<Results, Error> {
     match name {

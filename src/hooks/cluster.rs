@@ -192,6 +192,9 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     }
     let token = settings.get(TOKEN).cloned().unwrap_or_default();
     super::snapd::follow(ctx, &inst, &options.snapd_refresh, leader, &mut settings);
+    if leader {
+        share_channel(ctx, &inst, &settings);
+    }
     let mut member = Member {
         name: name.clone(),
         data_dir: data_dir.clone(),
@@ -393,6 +396,20 @@ fn prepare(ctx: &HookContext) -> Result<Option<(Installed, Options, Option<Strin
         }
     }
     Ok(Some((inst, options, refused)))
+}
+
+/// Leader setting: the snap channel the leader runs, which a unit joining
+/// under `channel: auto` installs (not the default, which may be a minor
+/// version the cluster has left).
+pub(super) const SNAP_CHANNEL: &str = "snap-channel";
+
+fn share_channel(ctx: &HookContext, inst: &Installed, settings: &Settings) {
+    let Some(channel) = inst.channel.as_ref().filter(|_| inst.source == "snap") else {
+        return;
+    };
+    if settings.get(SNAP_CHANNEL) != Some(channel) {
+        let _ = ctx.tools.leader_set(&[(SNAP_CHANNEL, channel.clone())]);
+    }
 }
 
 /// A channel change on a running unit, checked against etcd's upgrade

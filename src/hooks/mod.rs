@@ -143,7 +143,13 @@ pub(crate) fn install_etcd(ctx: &HookContext) -> Result<Option<Installed>, Error
     let resource = tools
         .resource_get(install::RESOURCE)?
         .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));
-    match install::install(ctx.paths, resource.as_deref(), options.install_channel()) {
+    // "auto": the channel the cluster's leader runs, else the default.
+    let shared = tools.leader_get()?.get(cluster::SNAP_CHANNEL).cloned();
+    let channel = match (&options.channel, &shared) {
+        (None, Some(c)) => c.as_str(),
+        _ => options.install_channel(),
+    };
+    match install::install(ctx.paths, resource.as_deref(), channel) {
         Ok(i) => {
             ctx.log(&format!(
                 "installed etcd from the {}{}",
