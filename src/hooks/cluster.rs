@@ -422,6 +422,13 @@ fn channel_move(ctx: &HookContext, inst: &Installed, options: &Options) -> Resul
     if inst.source != "snap" || inst.channel.as_deref() == Some(to) || !conf_path.exists() {
         return Ok(());
     }
+    // The members' versions matter only into 3.6, or when the installed
+    // channel names no version; otherwise the channels tell all.
+    use crate::upgrade::track;
+    let from = inst.channel.as_deref();
+    if from.and_then(track).is_some() && track(to).is_some_and(|t| t != (3, 6)) {
+        return crate::upgrade::check(from, to, &[]);
+    }
     let versions = match EtcdConfig::load(conf_path).and_then(|c| c.client_endpoint(conf_path)) {
         Ok(endpoint) => crate::actions::runtime()
             .map(|rt| rt.block_on(crate::upgrade::member_versions(&endpoint)))
