@@ -140,9 +140,8 @@ pub(crate) fn install_etcd(ctx: &HookContext) -> Result<Option<Installed>, Error
             return Ok(None);
         }
     };
-    let resource = tools
-        .resource_get(install::RESOURCE)?
-        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));
+    // An empty placeholder resource is already "none" (resource_get).
+    let resource = tools.resource_get(install::RESOURCE)?;
     // "auto": the channel the cluster's leader runs, else the default.
     let shared = tools.leader_get()?.get(cluster::SNAP_CHANNEL).cloned();
     let channel = match (&options.channel, &shared) {
