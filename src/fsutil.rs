@@ -267,6 +267,52 @@ pub fn human_size(bytes: u64) -> String {
     format!("{}{}", value.ceil() as u64, UNITS[unit])
 }
 
+/// The bytes of the regular files under `dir`.
+pub fn tree_bytes(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            total += tree_bytes(&entry.path())?;
+        } else if kind.is_file() {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+/// Copies the directories and regular files under `from` into `to` (new),
+/// keeping their modes, each file and directory synced. Anything else (a
+/// link, a device) is refused: an etcd data dir holds none.
+pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir(to)?;
+    fs::set_permissions(to, fs::metadata(from)?.permissions())?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let dest = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &dest)?;
+        } else if kind.is_file() {
+            let mut src = File::open(entry.path())?;
+            let mut out = File::create(&dest)?;
+            out.set_permissions(fs::Permissions::from_mode(
+                entry.metadata()?.permissions().mode() & 0o7777,
+            ))?;
+            io::copy(&mut src, &mut out)?;
+            out.sync_all()?;
+        } else {
+            return Err(io::Error::other(format!(
+                "{} is neither a file nor a directory",
+                entry.path().display()
+            )));
+        }
+    }
+    sync_dir(to)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,8 +25,15 @@ pub enum InstallError {
     Snap { verb: &'static str, detail: String },
     #[error("the etcd resource {path} is not an etcd release tarball ({detail}); attach etcd-vX.Y.Z-linux-amd64.tar.gz from the etcd releases")]
     Tarball { path: PathBuf, detail: String },
-    #[error("the etcd resource {0} is a snap (layer-etcd's etcd.snap); this charm runs etcd from the snap store or from an upstream release tarball: attach etcd-vX.Y.Z-linux-amd64.tar.gz, or an empty file to use the snap store")]
-    SnapResource(PathBuf),
+    #[error("the etcd resource {path} is {given}, but etcd on this unit runs from {running}; a unit does not switch between a snap and a release tarball: attach {wanted}, or deploy new units with this resource")]
+    Switch {
+        path: PathBuf,
+        given: &'static str,
+        running: &'static str,
+        wanted: &'static str,
+    },
+    #[error("the core resource {0} is not a snap; attach core.snap, or an empty file to use the snap store")]
+    Core(PathBuf),
     #[error("cannot install etcd into {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(transparent)]
@@ -43,6 +50,10 @@ pub struct Installed {
     /// SHA-256 of the `etcd` resource installed, to notice a new one.
     #[serde(default)]
     pub resource_sha256: Option<String>,
+    /// A snap installed from a file (`snap install --dangerous`): the snap
+    /// store does not know it, so the `channel` option does not apply.
+    #[serde(default)]
+    pub from_file: bool,
 }
 
 fn state_file(paths: &Paths) -> PathBuf {
@@ -91,6 +102,16 @@ pub fn install(
     channel: &str,
 ) -> Result<Installed, InstallError> {
     let installed = match resource {
+        Some(file) if is_snap(file) => {
+            snap_file(file)?;
+            Installed {
+                source: "snap".into(),
+                channel: None,
+                version: None,
+                resource_sha256: Some(file_sha256(file)?),
+                from_file: true,
+            }
+        }
         Some(tarball) => {
             let version = install_tarball(paths, tarball)?;
             Installed {
@@ -98,6 +119,7 @@ pub fn install(
                 channel: None,
                 version: Some(version),
                 resource_sha256: Some(file_sha256(tarball)?),
+                from_file: false,
             }
         }
         None => {
@@ -107,8 +129,84 @@ pub fn install(
                 channel: Some(channel.to_string()),
                 version: None,
                 resource_sha256: None,
+                from_file: false,
             }
         }
+    };
+    installed.save(paths)?;
+    Ok(installed)
+}
+
+/// A snap (squashfs: layer-etcd's `etcd.snap`), not a tarball.
+fn is_snap(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    fs::File::open(path)
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"hsqs"
+}
+
+/// `snap install --dangerous FILE`, as layer-etcd installs its `etcd` and
+/// `core` resources (a file from Juju carries no store signature).
+fn snap_file(path: &Path) -> Result<(), InstallError> {
+    let out = Command::new("snap")
+        .args(["install", "--dangerous"])
+        .arg(path)
+        .output()
+        .map_err(|e| InstallError::Snap {
+            verb: "install",
+            detail: e.to_string(),
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(InstallError::Snap {
+        verb: "install",
+        detail: crate::error::command_failure(&out),
+    })
+}
+
+/// The `core` resource, when attached: installed first, so a unit without
+/// the snap store can still install etcd's snap.
+pub fn install_core(core: Option<&Path>) -> Result<(), InstallError> {
+    match core {
+        Some(file) if is_snap(file) => snap_file(file),
+        Some(file) => Err(InstallError::Core(file.to_path_buf())),
+        None => Ok(()),
+    }
+}
+
+/// The channel snapd tracks for the installed etcd snap (`snap list
+/// etcd`): `Some(None)` for a snap installed from a file (no channel, or a
+/// local revision `x1`), `None` when no etcd snap is installed.
+pub fn snap_tracking() -> Option<Option<String>> {
+    let out = Command::new("snap").args(["list", "etcd"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let column = header.iter().position(|h| *h == "Tracking")?;
+    let rev = header.iter().position(|h| *h == "Rev");
+    let row: Vec<&str> = lines
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&"etcd"))?;
+    let tracking = row.get(column)?;
+    let local = rev
+        .and_then(|i| row.get(i))
+        .is_some_and(|r| r.starts_with('x'));
+    Some((*tracking != "-" && !local).then(|| tracking.to_string()))
+}
+
+/// Records an etcd snap another charm installed as this charm's own.
+pub fn adopt_snap(paths: &Paths, channel: Option<String>) -> Result<Installed, InstallError> {
+    let installed = Installed {
+        source: "snap".into(),
+        from_file: channel.is_none(),
+        channel,
+        version: None,
+        resource_sha256: None,
     };
     installed.save(paths)?;
     Ok(installed)
@@ -123,7 +221,10 @@ pub fn follow_channel(
     let Some(channel) = channel else {
         return Ok(false);
     };
-    if installed.source != "snap" || installed.channel.as_deref() == Some(channel) {
+    if installed.source != "snap"
+        || installed.from_file
+        || installed.channel.as_deref() == Some(channel)
+    {
         return Ok(false);
     }
     snap("refresh", channel)?;
@@ -146,27 +247,74 @@ fn file_sha256(path: &Path) -> Result<String, InstallError> {
     Ok(crate::etcd::snapshot::hex(&h.finalize()))
 }
 
-/// Follows a newly attached `etcd` resource (Juju runs upgrade-charm for
-/// it); true when a different tarball was installed.
+/// What a newly attached `etcd` resource (Juju runs upgrade-charm for it)
+/// asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NewResource {
+    /// Nothing new.
+    None,
+    /// A release tarball, installed: etcd restarts onto it in its turn.
+    Installed,
+    /// A snap: installed at this unit's turn of the rolling restart
+    /// (snapd restarts etcd as it installs it).
+    Snap(PathBuf),
+}
+
 pub fn follow_resource(
     paths: &Paths,
     installed: &mut Installed,
     resource: Option<&Path>,
-) -> Result<bool, InstallError> {
-    let Some(tarball) = resource else {
-        return Ok(false);
+) -> Result<NewResource, InstallError> {
+    let Some(file) = resource else {
+        return Ok(NewResource::None);
     };
-    if installed.source != "resource" {
-        return Ok(false);
-    }
-    let sha = file_sha256(tarball)?;
+    let sha = file_sha256(file)?;
     if installed.resource_sha256.as_deref() == Some(sha.as_str()) {
-        return Ok(false);
+        return Ok(NewResource::None);
     }
-    installed.version = Some(install_tarball(paths, tarball)?);
+    let snap = is_snap(file);
+    if snap != (installed.source == "snap") {
+        let (given, wanted) = if snap {
+            (
+                "a snap",
+                "a release tarball (etcd-vX.Y.Z-linux-amd64.tar.gz)",
+            )
+        } else {
+            ("a release tarball", "an etcd snap")
+        };
+        return Err(InstallError::Switch {
+            path: file.to_path_buf(),
+            given,
+            running: if snap {
+                "a release tarball"
+            } else {
+                "the snap"
+            },
+            wanted,
+        });
+    }
+    if snap {
+        return Ok(NewResource::Snap(file.to_path_buf()));
+    }
+    installed.version = Some(install_tarball(paths, file)?);
     installed.resource_sha256 = Some(sha);
     installed.save(paths)?;
-    Ok(true)
+    Ok(NewResource::Installed)
+}
+
+/// Installs an `etcd.snap` resource (etcd stopped or restarting in its
+/// turn) and records it.
+pub fn install_snap_resource(
+    paths: &Paths,
+    installed: &mut Installed,
+    file: &Path,
+) -> Result<(), InstallError> {
+    snap_file(file)?;
+    installed.channel = None;
+    installed.from_file = true;
+    installed.version = None;
+    installed.resource_sha256 = Some(file_sha256(file)?);
+    installed.save(paths)
 }
 
 /// `etcd-v3.5.16-linux-amd64/etcd` → ("3.5.16", "etcd").
@@ -214,12 +362,7 @@ fn install_tarball(paths: &Paths, tarball: &Path) -> Result<String, InstallError
         move |source| InstallError::Io { path, source }
     };
     fs::create_dir_all(&base).map_err(io(&base))?;
-    let mut file = fs::File::open(tarball).map_err(|e| bad(e.to_string()))?;
-    let mut magic = [0u8; 4];
-    if io::Read::read_exact(&mut file, &mut magic).is_ok() && &magic == b"hsqs" {
-        return Err(InstallError::SnapResource(tarball.to_path_buf()));
-    }
-    io::Seek::rewind(&mut file).map_err(|e| bad(e.to_string()))?;
+    let file = fs::File::open(tarball).map_err(|e| bad(e.to_string()))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(file)));
     let staging = fsutil::WorkDir::create(base.join(format!(".unpack-{}", std::process::id())))
         .map_err(io(&base))?;

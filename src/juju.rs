@@ -145,6 +145,9 @@ pub trait HookTools {
     fn ingress_address(&self, binding: &str) -> Result<String, JujuError>;
     fn application_version_set(&self, version: &str) -> Result<(), JujuError>;
     fn open_port(&self, port: u16) -> Result<(), JujuError>;
+    /// Where the storage instance of this storage hook is (`storage-get
+    /// location`): a block device's path.
+    fn storage_location(&self) -> Result<PathBuf, JujuError>;
 }
 
 /// Relation or leader settings: string keys and values.
@@ -274,6 +277,14 @@ impl HookTools for ProcessTools {
     fn log(&self, level: LogLevel, message: &str) -> Result<(), JujuError> {
         self.run("juju-log", &["-l", level.as_str(), message])
             .map(drop)
+    }
+
+    fn storage_location(&self) -> Result<PathBuf, JujuError> {
+        let out = self.run("storage-get", &["--format=json", "location"])?;
+        match tool_json("storage-get", &out)? {
+            Value::String(s) if !s.is_empty() => Ok(PathBuf::from(s)),
+            other => Err(bad_shape("storage-get", "a location", &other)),
+        }
     }
 
     fn resource_get(&self, name: &str) -> Result<Option<PathBuf>, JujuError> {

@@ -61,9 +61,15 @@ impl Paths {
         ]
     }
 
+    /// The etcd snap's data dir (`$SNAP_DATA`, a link snapd points at the
+    /// running revision). layer-etcd kept a member's data right in it.
+    pub fn snap_data(&self) -> PathBuf {
+        self.under_root("var/snap/etcd/current")
+    }
+
     /// Where etcd keeps a member's data: `/var/snap/etcd/current/<name>.etcd`.
     pub fn data_dir_for(&self, name: &str) -> PathBuf {
-        self.under_root(&format!("var/snap/etcd/current/{name}.etcd"))
+        self.snap_data().join(format!("{name}.etcd"))
     }
 
     /// A host path under the root; `rel` is relative ("var/…").

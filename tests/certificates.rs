@@ -682,3 +682,181 @@ fn tls_options_on_a_running_cluster_move_it_to_tls() {
     assert_status(&model, 3);
     assert_tls_everywhere(&model, &t, &tls.ca);
 }
+
+/// The cluster's ID and its members' IDs, asked through `endpoints`.
+fn cluster_and_members(client: &Client, endpoints: &str) -> (u64, Vec<u64>) {
+    let out = client.run(endpoints, &["member", "list", "-w", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut ids: Vec<u64> = v["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| m["ID"].as_u64())
+        .collect();
+    ids.sort();
+    (v["header"]["cluster_id"].as_u64().unwrap_or(0), ids)
+}
+
+/// The keys under `prefix`, through `endpoints`.
+fn keys_under(client: &Client, endpoints: &str, prefix: &str) -> Vec<String> {
+    let out = client.run(endpoints, &["get", prefix, "--prefix", "--keys-only"]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Charmed Kubernetes' etcd as layer-etcd leaves it (three members of etcd
+/// 3.4 from the snap, easyrsa's certificates, a control plane on `db`) is
+/// switched to this charm with `juju refresh` while a client writes through
+/// `db` every 100 ms: same members, data, certificates and client URLs;
+/// one restart per unit, one at a time; then snapshot and restore work.
+#[test]
+fn a_layer_etcd_cluster_is_refreshed_in_place() {
+    use support::layer_etcd;
+    let t = TestDir::new("refresh-layer-etcd");
+    let easyrsa = Easyrsa::new();
+    let old = layer_etcd::deploy(t.path(), &easyrsa, 3);
+    let model = &old.model;
+    let all = old.endpoints();
+    let (cluster, members) = cluster_and_members(&old.client, &all);
+    assert_eq!(members.len(), 3);
+    assert!(old.client.put(&all, "/before/refresh", "kept"));
+    let common = |u: &support::Unit| u.root.join("var/snap/etcd/common");
+    let server_certs: Vec<String> = model
+        .units
+        .iter()
+        .map(|u| fs::read_to_string(common(u).join("server.crt")).expect("server.crt"))
+        .collect();
+    let clients_before = model.relation_data(&old.db, "etcd/0")["connection_string"].clone();
+
+    // Juju refuses a charm that drops an endpoint in use: the fake too.
+    let lacking = t.path().join("lacking-db");
+    fs::create_dir_all(&lacking).expect("dir");
+    fs::write(
+        lacking.join("metadata.yaml"),
+        "name: etcd\npeers: {cluster: {interface: etcd}}\nrequires: {certificates: {interface: tls-certificates}}\n",
+    )
+    .expect("metadata");
+    let refused = model
+        .refresh_to(&lacking, &["etcd/0"])
+        .expect_err("a refresh that breaks db");
+    assert!(
+        refused.contains("would break relation \"etcd:db\""),
+        "{refused}"
+    );
+
+    let acked = watched("refresh from layer-etcd", model, &t, &old.db, 1, &|| {
+        model
+            .refresh(&["etcd/1", "etcd/0", "etcd/2"])
+            .expect("refresh");
+        serve(model, &old.certificates, &|m, r| easyrsa.answer(m, r));
+    });
+
+    // Same cluster, members, data, certificates and client URLs.
+    assert_eq!(cluster_and_members(&old.client, &all), (cluster, members));
+    let got = old
+        .client
+        .run(&all, &["get", "/before/refresh", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "kept");
+    let written = keys_under(&old.client, &all, "/writer/refresh-from-layer-etcd/");
+    for key in &acked {
+        assert!(written.contains(key), "{key} was acknowledged and is gone");
+    }
+    assert_eq!(
+        model.relation_data(&old.db, "etcd/0")["connection_string"],
+        clients_before
+    );
+    for (u, cert) in model.units.iter().zip(&server_certs) {
+        let name = &u.spec.member;
+        assert_eq!(
+            &fs::read_to_string(common(u).join("server.crt")).expect("crt"),
+            cert
+        );
+        let conf = fs::read_to_string(&u.conf).expect("config");
+        for gone in ["enable-v2", "proxy", "discovery"] {
+            assert!(
+                !conf.contains(gone),
+                "{name}: {gone} still rendered:\n{conf}"
+            );
+        }
+        assert!(conf.contains(&format!("name: \"{name}\"")), "{conf}");
+        // The member moved out of the snap's data dir (a link snapd keeps)
+        // into a dir of its own, in the same revision's dir.
+        let snap_data = u.root.join("var/snap/etcd");
+        assert!(fs::symlink_metadata(snap_data.join("current"))
+            .expect("link")
+            .is_symlink());
+        assert!(snap_data
+            .join(format!("230/{name}.etcd/member/wal"))
+            .is_dir());
+        assert!(!snap_data.join("230/member").exists());
+        assert!(conf.contains(&format!("{name}.etcd\"")), "{conf}");
+        for f in TLS_FILES {
+            assert_eq!(mode(&common(u).join(f)) & 0o077, 0, "{name} {f}");
+        }
+        u.assert_no_secrets();
+    }
+    // The refresh's one restart: the data moved while etcd was down.
+    let logs: Vec<String> = model.units[0]
+        .calls_of("juju-log")
+        .into_iter()
+        .map(|c| c.join(" "))
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("took over the etcd layer-etcd installed")),
+        "{logs:?}"
+    );
+    assert!(logs.iter().any(|l| l.contains("data location")), "{logs:?}");
+
+    // Snapshot and restore work on the adopted units.
+    let u0 = model.unit("etcd/0");
+    let snap = u0.run_action(
+        "snapshot",
+        &[
+            "keys-version=v3",
+            &format!("target={}", t.path().join("snaps").display()),
+        ],
+    );
+    snap.assert_completed();
+    assert_eq!(snap.result("snapshot.version"), layer_etcd::VERSION);
+    let archive = snap.result("snapshot.path").to_string();
+    assert!(old
+        .client
+        .put(&all, "/after/snapshot", "gone-after-restore"));
+    let mut model = old.model;
+    model.remove_unit("etcd/2");
+    model.remove_unit("etcd/1");
+    let u0 = model.unit("etcd/0");
+    let one = format!("https://{}:{}", u0.spec.ip, model.client_port);
+    assert_eq!(cluster_and_members(&old.client, &one).1.len(), 1);
+    let restore = u0.run_action(
+        "restore",
+        &[
+            &format!("source={archive}"),
+            &format!("target={}", t.path().join("backups").display()),
+        ],
+    );
+    restore.assert_completed();
+    let (restored, _) = cluster_and_members(&old.client, &one);
+    assert_ne!(restored, cluster, "a restore makes a new cluster");
+    let got = old
+        .client
+        .run(&one, &["get", "/before/refresh", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "kept");
+    let got = old
+        .client
+        .run(&one, &["get", "/after/snapshot", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "");
+    assert!(
+        fs::symlink_metadata(u0.root.join("var/snap/etcd/current"))
+            .expect("link")
+            .is_symlink(),
+        "the restore swapped the member's dir, not the snap's data link"
+    );
+}

@@ -388,8 +388,9 @@ fn installs_from_an_etcd_resource_tarball() {
 fn a_bad_etcd_resource_blocks_with_a_reason() {
     let t = TestDir::new("deploy-bad-resource");
     let model = Model::new(t.path(), &Etcd::get(V35));
-    // Not a tarball; layer-etcd's etcd.snap (squashfs); an empty
-    // placeholder, as Charmhub ships, which means "use the snap store".
+    // Not a tarball; layer-etcd's etcd.snap (squashfs), installed as
+    // layer-etcd installs it; an empty placeholder, as Charmhub ships,
+    // which means "use the snap store".
     let mut snap = b"hsqs".to_vec();
     snap.extend([0u8; 60]);
     let cases: [(&[u8], Option<&str>); 3] = [
@@ -397,7 +398,7 @@ fn a_bad_etcd_resource_blocks_with_a_reason() {
             b"not a tarball at all",
             Some("is not an etcd release tarball"),
         ),
-        (&snap, Some("is a snap (layer-etcd's etcd.snap)")),
+        (&snap, None),
         (b"", None),
     ];
     for (n, (bytes, refused)) in cases.into_iter().enumerate() {
@@ -418,7 +419,15 @@ fn a_bad_etcd_resource_blocks_with_a_reason() {
         let Some(why) = refused else {
             assert_eq!(ran[0]["exit_code"], 0, "{ran:?}");
             let snaps = unit.calls_of("snap");
-            assert_eq!(snaps[0], ["install", "etcd", "--channel=3.5/stable"]);
+            if bytes.is_empty() {
+                assert_eq!(snaps[0], ["install", "etcd", "--channel=3.5/stable"]);
+            } else {
+                let given = unit.dir.join("juju/resources/etcd/etcd.snap");
+                assert_eq!(
+                    snaps[0],
+                    ["install", "--dangerous", &given.display().to_string()]
+                );
+            }
             continue;
         };
         assert_ne!(ran[0]["exit_code"], 0, "install fails so Juju retries it");
@@ -889,9 +898,40 @@ fn nrpe_checks_report_the_member_and_leave_with_the_relation() {
     let mut model = Model::new(t.path(), &Etcd::get(V35));
     model.add_unit(0);
     let unit = model.unit("etcd/0");
+    // The nrpe subordinate makes the export dir Nagios collects from.
+    let export = unit.root.join("var/lib/nagios/export");
+    fs::create_dir_all(&export).expect("export dir");
     let rid = model.relate("nrpe-external-master", "nrpe/0");
     let data = model.relation_data(&rid, "etcd/0");
     assert_eq!(data["primary"], "False");
+    for check in ["health", "alarms"] {
+        let f = export.join(format!("service__juju-etcd-0_check_etcd-{check}.cfg"));
+        let text = fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert!(
+            text.contains("host_name                       juju-etcd-0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "check_command                   check_nrpe!check_etcd-{check}\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("servicegroups                   juju\n"),
+            "{text}"
+        );
+    }
+    // The subordinate names the host: the definitions follow it.
+    let mut named = std::collections::BTreeMap::new();
+    named.insert("nagios_hostname".to_string(), "k8s-etcd-0".to_string());
+    model.remote_set(&rid, "nrpe/0", &named, false);
+    assert!(export
+        .join("service__k8s-etcd-0_check_etcd-health.cfg")
+        .is_file());
+    assert!(!export
+        .join("service__juju-etcd-0_check_etcd-health.cfg")
+        .exists());
     let monitors: serde_yaml::Value = serde_yaml::from_str(&data["monitors"]).expect("yaml");
     for check in ["health", "alarms"] {
         let cmd = &monitors["monitors"]["remote"]["nrpe"][format!("etcd-{check}")]["command"];
@@ -972,6 +1012,8 @@ fn nrpe_checks_report_the_member_and_leave_with_the_relation() {
         "etc/nagios/nrpe.d/check_etcd-alarms.cfg",
         "usr/local/lib/nagios/plugins/check_etcd_charm",
         "var/lib/nagios/etcd-charm-health.txt",
+        "var/lib/nagios/export/service__k8s-etcd-0_check_etcd-health.cfg",
+        "var/lib/nagios/export/service__k8s-etcd-0_check_etcd-alarms.cfg",
     ] {
         assert!(!root.join(f).exists(), "{f} left behind");
     }
@@ -1033,4 +1075,194 @@ fn a_channel_move_off_etcds_upgrade_path_is_refused() {
         assert_healthy(u, 2);
     }
     assert_eq!(refreshes(model.unit("etcd/0")).len(), 1);
+}
+
+/// The `data` storage on a real block device: attached to a running unit,
+/// the member's data moves onto it at the unit's restart, nothing lost; a
+/// restore works there; detached, the data moves back before the volume
+/// goes. A device holding another filesystem is never formatted.
+#[test]
+fn data_storage_takes_the_data_and_gives_it_back() {
+    let t = TestDir::new("deploy-storage");
+    // The size the storage declares as its minimum (1G).
+    let disk = support::LoopDevice::new(t.path(), "data", 1 << 30);
+    let foreign = support::LoopDevice::new(t.path(), "foreign", 64 << 20);
+    let made = Command::new("mkfs.ext2")
+        .args(["-q", &foreign.dev])
+        .output()
+        .expect("mkfs.ext2");
+    assert!(made.status.success(), "{made:?}");
+    let mut model = Model::new(t.path(), &Etcd::get(V35));
+    model.add_unit(0);
+    let u = model.unit("etcd/0");
+    u.put("/on/the/way", "kept-on-storage");
+    let id = cluster_id(u);
+    let data_dir = |u: &Unit| {
+        let conf = fs::read_to_string(&u.conf).expect("config");
+        let line = conf
+            .lines()
+            .find(|l| l.starts_with("data-dir:"))
+            .expect("data-dir");
+        std::path::PathBuf::from(line["data-dir:".len()..].trim().trim_matches('"'))
+    };
+    let snap_dir = u.root.join("var/snap/etcd/current/etcd-0.etcd");
+    assert_eq!(data_dir(u), snap_dir);
+
+    let starts = u.starts();
+    // Killed between moving the data and naming it in the config: etcd
+    // stays down, even across a reboot (a member with its name and no data
+    // must never start); Juju's retry of the hook finishes the move.
+    let mount = u.root.join("media/etcd");
+    let killed = Command::new("python3")
+        .arg(support::fakejuju())
+        .args([
+            "attach-storage",
+            &u.dir.display().to_string(),
+            "data/0",
+            &disk.dev,
+        ])
+        .env("ETCD_CHARM_TEST_ABORT_AT", "data-moved")
+        .output()
+        .expect("attach-storage");
+    let ran: Vec<serde_json::Value> = serde_json::from_slice(&killed.stdout).expect("json");
+    assert_ne!(ran[0]["exit_code"], 0, "{ran:?}");
+    assert!(u.etcd_pid().is_none());
+    assert!(mount.join("data/member").is_dir());
+    assert!(!snap_dir.join("member").exists());
+    assert_eq!(
+        data_dir(u),
+        snap_dir,
+        "the config still names the old place"
+    );
+    assert!(
+        !u.reboot(),
+        "etcd started at boot on a dir without its data"
+    );
+    let retried = u.run_hook_with("data-storage-attached", &["--storage", "data/0"]);
+    assert_eq!(retried["exit_code"], 0, "{retried}");
+    assert_eq!(disk.mounts(), vec![mount.clone()]);
+    assert_eq!(disk.fs_type(), "ext4");
+    assert_eq!(data_dir(u), mount.join("data"));
+    assert!(mount.join("data/member/wal").is_dir());
+    assert!(!snap_dir.join("member").exists());
+    assert_eq!(u.starts(), starts + 1, "one restart moved it");
+    assert_eq!(u.get("/on/the/way").as_deref(), Some("kept-on-storage"));
+    assert_eq!(cluster_id(u), id);
+    assert_healthy(u, 1);
+    let fstab = fs::read_to_string(u.root.join("etc/fstab")).expect("fstab");
+    assert!(
+        fstab.lines().any(|l| l.starts_with("UUID=")
+            && l.contains(&format!(" {} ext4 defaults,nofail 0 2", mount.display()))),
+        "{fstab}"
+    );
+
+    // A restore swaps the data on the storage itself.
+    let snap = u.run_action(
+        "snapshot",
+        &[&format!("target={}", t.path().join("snaps").display())],
+    );
+    snap.assert_completed();
+    u.put("/after/snapshot", "gone");
+    let restore = u.run_action(
+        "restore",
+        &[
+            &format!("source={}", snap.result("snapshot.path")),
+            &format!("target={}", t.path().join("backups").display()),
+        ],
+    );
+    restore.assert_completed();
+    assert_eq!(data_dir(u), mount.join("data"));
+    assert_eq!(u.get("/on/the/way").as_deref(), Some("kept-on-storage"));
+    assert_eq!(u.get("/after/snapshot"), None);
+    let restored = cluster_id(u);
+
+    // Detached: the data comes back before the volume goes.
+    model.detach_storage("etcd/0", "data/0");
+    assert!(disk.mounts().is_empty(), "{:?}", disk.mounts());
+    assert_eq!(data_dir(u), snap_dir);
+    assert!(snap_dir.join("member/wal").is_dir());
+    assert_eq!(u.get("/on/the/way").as_deref(), Some("kept-on-storage"));
+    assert_eq!(cluster_id(u), restored);
+    assert_healthy(u, 1);
+    let fstab = fs::read_to_string(u.root.join("etc/fstab")).expect("fstab");
+    assert!(!fstab.contains("media/etcd"), "{fstab}");
+
+    // Another filesystem is left alone, and the unit says why.
+    model.attach_storage("etcd/0", "data/1", &foreign.dev);
+    let (status, msg) = u.status_line();
+    assert_eq!(status, "blocked", "{msg}");
+    assert!(msg.contains("holds a ext2 filesystem"), "{msg}");
+    assert!(foreign.mounts().is_empty());
+    assert_eq!(foreign.fs_type(), "ext2");
+    assert_eq!(u.get("/on/the/way").as_deref(), Some("kept-on-storage"));
+    u.assert_no_secrets();
+}
+
+/// layer-etcd's resources as it used them: a `core` snap installed first,
+/// an `etcd.snap` installed with `snap install --dangerous`; a new etcd.snap
+/// is installed at the unit's restart; a tarball cannot replace a snap.
+#[test]
+fn snap_resources_install_as_layer_etcd_installs_them() {
+    let t = TestDir::new("deploy-snap-resource");
+    let mut model = Model::new(t.path(), &Etcd::get(V35));
+    let unit = model.prepare(0);
+    let squashfs = |name: &str, fill: u8| {
+        let mut bytes = b"hsqs".to_vec();
+        bytes.extend([fill; 60]);
+        let file = t.path().join(name);
+        fs::write(&file, bytes).expect("snap file");
+        file
+    };
+    attach(&unit, "core", &squashfs("core.snap", 1));
+    attach(&unit, "etcd", &squashfs("etcd.snap", 2));
+    model.deploy(unit);
+    let u = model.unit("etcd/0");
+    let res = |n: &str, f: &str| {
+        u.dir
+            .join(format!("juju/resources/{n}/{f}"))
+            .display()
+            .to_string()
+    };
+    let snaps = u.calls_of("snap");
+    assert_eq!(
+        snaps[0],
+        ["install", "--dangerous", &res("core", "core.snap")]
+    );
+    assert_eq!(
+        snaps[1],
+        ["install", "--dangerous", &res("etcd", "etcd.snap")]
+    );
+    assert_healthy(u, 1);
+    u.put("/over/snap/resource", "kept");
+
+    // A new etcd.snap: installed at the unit's turn, etcd back on it.
+    attach(u, "etcd", &squashfs("etcd.snap", 3));
+    let before = u.calls_of("snap").len();
+    let starts = u.starts();
+    model.run_all("upgrade-charm");
+    let snaps = u.calls_of("snap");
+    assert!(
+        snaps[before..].contains(&vec![
+            "install".to_string(),
+            "--dangerous".to_string(),
+            res("etcd", "etcd.snap")
+        ]),
+        "{snaps:?}"
+    );
+    assert!(u.starts() > starts, "etcd restarted onto it");
+    assert_healthy(u, 1);
+    assert_eq!(u.get("/over/snap/resource").as_deref(), Some("kept"));
+    let out = u.run_action("snap-upgrade", &[]);
+    out.assert_completed();
+
+    // A release tarball cannot replace the snap on a running unit.
+    attach(u, "etcd", &release_tarball(&Etcd::get(V35), V35, t.path()));
+    model.run_all("upgrade-charm");
+    let (status, msg) = u.status_line();
+    assert_eq!(status, "blocked", "{msg}");
+    assert!(
+        msg.contains("does not switch between a snap and a release tarball"),
+        "{msg}"
+    );
+    assert_eq!(u.get("/over/snap/resource").as_deref(), Some("kept"));
 }

@@ -345,7 +345,13 @@ impl Journal {
 }
 
 fn abort_point(step: Step) {
-    if std::env::var(ABORT_ENV).is_ok_and(|v| v == step.name()) {
+    abort_at(step.name());
+}
+
+/// The crash seam outside the journal's steps (for example `data-moved`,
+/// between moving etcd's data and naming it in the config).
+pub fn abort_at(name: &str) {
+    if std::env::var(ABORT_ENV).is_ok_and(|v| v == name) {
         kill_self();
     }
 }

@@ -33,6 +33,8 @@ pub const RESOURCE: &str = "snapshot";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    #[error("etcd's data is still in the snap's own data dir {0} (layer-etcd's layout), which a restore must not swap; this unit moves it into a dir of its own at its next rolling restart: wait until its status shows no restart pending, then restore")]
+    SnapDataDir(PathBuf),
     #[error("no snapshot was supplied: attach one with `juju attach-resource {app} {RESOURCE}=./etcd-snapshot-YYYY-MM-DD-HH.MM.SS.tar.gz` (or pass source=<path on the unit>) and run restore again")]
     NoSnapshot { app: String },
     #[error("the source {0} does not exist or is not a regular file")]
@@ -342,6 +344,10 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     };
     let name = conf.name.clone().ok_or_else(|| incomplete("member name"))?;
     let data_dir = conf.data_dir().ok_or_else(|| incomplete("data-dir"))?;
+    let linked = fs::symlink_metadata(&data_dir).is_ok_and(|m| m.file_type().is_symlink());
+    if linked || data_dir == ctx.paths.snap_data() {
+        return Err(RestoreError::SnapDataDir(data_dir).into());
+    }
     let peer_urls = conf.peer_urls();
     if peer_urls.is_empty() {
         return Err(incomplete("initial-advertise-peer-urls").into());

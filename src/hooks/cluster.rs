@@ -180,8 +180,9 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     let address = tools.ingress_address(PEER)?;
     let conf_path = ctx.paths.conf();
     let current = EtcdConfig::load(conf_path).ok();
-    let (name, data_dir) = identity(ctx, current.as_ref());
-    let initialized = data_dir.join("member").is_dir();
+    let derived = member_name(&ctx.env.unit_name);
+    let (name, data_dir, relocate) = super::adopt::identity(ctx, current.as_ref(), &derived);
+    let initialized = data_dir.join("member").is_dir() || relocate.is_some();
 
     let leader = tools.is_leader()?;
     let mut settings = tools.leader_get()?;
@@ -258,6 +259,7 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
         text: turn.member.render(),
         tls: tls.clone(),
         channel: options.channel.clone(),
+        relocate: relocate.map(|from| (from, data_dir.clone())),
     };
     if let Some(parent) = data_dir.parent() {
         let _ = fsutil::create_private_dir(parent);
@@ -338,7 +340,12 @@ pub fn converge(ctx: &HookContext, departed: Option<&str>) -> Result<(), Error> 
     let pending: Vec<String> = pending.into_iter().chain(waiting).collect();
     let pending = (!pending.is_empty()).then(|| pending.join("; "));
     report_health(tools, ctx.paths, &health, pending.as_deref())?;
-    if let Some(why) = refused.as_ref().or(choice.blocked.as_ref()) {
+    let storage_refused = super::storage::refusal(ctx.paths);
+    if let Some(why) = refused
+        .as_ref()
+        .or(choice.blocked.as_ref())
+        .or(storage_refused.as_ref())
+    {
         tools.status_set(Status::Blocked, why)?;
     }
     Ok(())
@@ -355,13 +362,30 @@ fn prepare(ctx: &HookContext) -> Result<Option<(Installed, Options, Option<Strin
         // Not installed and no config: the install hook could not finish
         // (bad options, snap store away); try again now.
         None if !ctx.paths.conf().exists() => super::install_etcd(ctx)?,
-        None => None,
+        // Left by layer-etcd until `juju refresh --switch`: taken over.
+        None => super::adopt::layer_etcd(ctx)?,
     };
     let Some(mut inst) = inst else {
         // etcd laid out by hand (or by an older charm): report only.
         super::unmanaged::report(ctx)?;
         return Ok(None);
     };
+    if super::storage::data_dir(ctx.paths).is_some() {
+        let point = super::storage::mount_point(ctx.paths);
+        if super::storage::mounted_at(&point).is_none() {
+            // etcd would start on the empty dir below the mount point.
+            let _ = service::disable();
+            let _ = service::stop();
+            tools.status_set(
+                Status::Blocked,
+                &format!(
+                    "the data storage is not mounted at {}: etcd stays stopped until it is (mount it, or check the volume)",
+                    point.display()
+                ),
+            )?;
+            return Ok(None);
+        }
+    }
     if let Ok(left) = std::fs::read_to_string(left_marker(ctx)) {
         // Leaving: a failed removal keeps its blocked status and etcd.
         if !left.starts_with(super::leave::REMOVE_FAILED) {
@@ -387,8 +411,9 @@ fn prepare(ctx: &HookContext) -> Result<Option<(Installed, Options, Option<Strin
         let resource = tools.resource_get(install::RESOURCE)?;
         match install::follow_resource(ctx.paths, &mut inst, resource.as_deref()) {
             // The running etcd is the old binary until its turn to restart.
-            Ok(true) => restart::note_new_binary(ctx.paths),
-            Ok(false) => {}
+            Ok(install::NewResource::Installed) => restart::note_new_binary(ctx.paths),
+            Ok(install::NewResource::Snap(file)) => restart::note_snap_file(ctx.paths, &file),
+            Ok(install::NewResource::None) => {}
             Err(e) => {
                 tools.status_set(Status::Blocked, &e.to_string())?;
                 return Ok(None);
@@ -440,14 +465,6 @@ fn channel_move(ctx: &HookContext, inst: &Installed, options: &Options) -> Resul
 
 /// The member's name and data dir: kept once it has data (a restore or an
 /// older charm may have chosen them), else derived from the unit's name.
-fn identity(ctx: &HookContext, current: Option<&EtcdConfig>) -> (String, std::path::PathBuf) {
-    let derived = member_name(&ctx.env.unit_name);
-    match current.map(|c| (c.name.clone(), c.data_dir())) {
-        Some((Some(n), Some(d))) if d.join("member").is_dir() => (n, d),
-        _ => (derived.clone(), ctx.paths.data_dir_for(&derived)),
-    }
-}
-
 impl Turn<'_> {
     /// What this unit tells its peers: its name and URLs, whether it holds
     /// an etcd config or data.
@@ -572,7 +589,15 @@ impl Turn<'_> {
         let others = self.others();
         let (name, peer_url) = (self.member.name.clone(), self.member.peer_url());
         if !service::is_active() {
+            let _moving = match &plan.relocate {
+                Some(_) => match restart::stop_and_move(ctx, plan)? {
+                    Some(lock) => Some(lock),
+                    None => return Ok((false, Some("a snapshot or restore is running".into()))),
+                },
+                None => None,
+            };
             plan.apply(ctx.paths, inst)?;
+            plan.install_pending_snap(ctx.paths, inst)?;
             let down = Health::Down {
                 detail: String::new(),
             };

@@ -124,6 +124,9 @@ impl HookTools for Cached<'_> {
     fn resource_get(&self, name: &str) -> Result<Option<PathBuf>, JujuError> {
         self.inner.resource_get(name)
     }
+    fn storage_location(&self) -> Result<PathBuf, JujuError> {
+        self.inner.storage_location()
+    }
     fn relation_ids(&self, name: &str) -> Result<Vec<String>, JujuError> {
         memo(&self.ids, name.to_string(), || {
             self.inner.relation_ids(name)

@@ -3,11 +3,13 @@
 //! running, in its cluster) and report status. Hooks with nothing to do
 //! succeed quietly.
 
+mod adopt;
 mod cluster;
 mod context;
 mod leave;
 mod restart;
 mod snapd;
+mod storage;
 mod tls;
 mod unmanaged;
 
@@ -65,6 +67,17 @@ fn dispatch(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> 
         // relation-created hooks: by then a certificates relation in the
         // bundle is visible, and etcd starts on TLS, not plain HTTP.
         "install" => install_etcd(&ctx).map(drop),
+        "data-storage-attached" => match storage::attached(&ctx)? {
+            Some(why) => Ok(tools.status_set(Status::Blocked, &why)?),
+            // At deploy the volume comes before install: etcd starts later,
+            // from config-changed, already on it.
+            None if Installed::load(paths).is_none() => Ok(()),
+            None => cluster::converge(&ctx, None),
+        },
+        "data-storage-detaching" => {
+            storage::detaching(&ctx)?;
+            cluster::converge(&ctx, None)
+        }
         "stop" => leave::stop(&ctx),
         "remove" => install::uninstall(paths).map_err(|e| Error::Hook(e.to_string())),
         n if n.ends_with("-relation-departed") && departing_self => leave::leave(&ctx),
@@ -115,7 +128,7 @@ fn nagios_checks(ctx: &HookContext, hook: &str) {
     let errors = nrpe::publish(
         ctx.tools,
         ctx.paths,
-        &dispatch,
+        (&ctx.env.unit_name, &dispatch),
         (
             &text("nagios_context", "juju"),
             &text("nagios_servicegroups", ""),
@@ -148,8 +161,16 @@ pub(crate) fn install_etcd(ctx: &HookContext) -> Result<Option<Installed>, Error
         (None, Some(c)) => c.as_str(),
         _ => options.install_channel(),
     };
+    if let Err(e) = install::install_core(tools.resource_get("core")?.as_deref()) {
+        let msg = e.to_string();
+        tools.status_set(Status::Blocked, &msg)?;
+        return Err(Error::Hook(msg));
+    }
     match install::install(ctx.paths, resource.as_deref(), channel) {
         Ok(i) => {
+            if i.source == "snap" && storage::data_dir(ctx.paths).is_some() {
+                storage::connect_snap(ctx);
+            }
             ctx.log(&format!(
                 "installed etcd from the {}{}",
                 i.source,

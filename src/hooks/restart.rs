@@ -19,6 +19,9 @@ use crate::service;
 
 /// Marker: a new etcd binary was installed; the running etcd is the old one.
 const NEW_BINARY: &str = "restart-new-binary";
+/// Marker: an `etcd.snap` resource waits to be installed (its path), at
+/// this unit's turn: snapd restarts etcd as it installs it.
+const SNAP_FILE: &str = "restart-snap-file";
 /// Marker: the plan is on disk but etcd has not restarted onto it yet (a
 /// hook cut short between the two must not leave it so).
 const DUE: &str = "restart-due";
@@ -43,6 +46,9 @@ pub struct Plan {
     pub tls: Option<TlsPems>,
     /// `None` ("auto"): the installed channel stays.
     pub channel: Option<String>,
+    /// The member's data moves (from, to) first, with etcd stopped: out of
+    /// the snap's data dir, where layer-etcd kept it.
+    pub relocate: Option<(PathBuf, PathBuf)>,
 }
 
 fn tls_texts(p: &TlsPems) -> [&String; 5] {
@@ -53,6 +59,20 @@ fn tls_texts(p: &TlsPems) -> [&String; 5] {
         &p.client_cert,
         &p.client_key,
     ]
+}
+
+pub fn note_snap_file(paths: &Paths, file: &Path) {
+    let _ = std::fs::write(
+        paths.state_dir().join(SNAP_FILE),
+        file.as_os_str().as_encoded_bytes(),
+    );
+}
+
+fn pending_snap_file(paths: &Paths) -> Option<PathBuf> {
+    std::fs::read_to_string(paths.state_dir().join(SNAP_FILE))
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 
 pub fn note_new_binary(paths: &Paths) {
@@ -79,6 +99,7 @@ impl Plan {
             }
         }
         if inst.source == "snap"
+            && !inst.from_file
             && self.channel.is_some()
             && inst.channel.as_deref() != self.channel.as_deref()
         {
@@ -86,6 +107,12 @@ impl Plan {
         }
         if paths.state_dir().join(NEW_BINARY).exists() {
             out.push("binary");
+        }
+        if pending_snap_file(paths).is_some() {
+            out.push("snap");
+        }
+        if self.relocate.is_some() {
+            out.push("data location");
         }
         if out.is_empty() && paths.state_dir().join(DUE).exists() {
             out.push("the last restart");
@@ -106,6 +133,33 @@ impl Plan {
         crate::etcd::snapshot::hex(&h.finalize()[..6])
     }
 
+    /// Moves the member's data where the plan's config says, when it must
+    /// move (etcd is stopped).
+    pub fn move_data(&self) -> Result<(), Error> {
+        match &self.relocate {
+            Some((from, to)) => super::adopt::move_member(from, to),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the data cannot move now, checked before etcd stops.
+    pub fn move_blocked(&self) -> Option<String> {
+        let (from, to) = self.relocate.as_ref()?;
+        super::adopt::move_refused(from, to)
+    }
+
+    /// Installs an `etcd.snap` resource waiting for this unit's turn:
+    /// snapd restarts a running etcd as it installs it, so this comes
+    /// right before the restart.
+    pub fn install_pending_snap(&self, paths: &Paths, inst: &mut Installed) -> Result<(), Error> {
+        if let Some(file) = pending_snap_file(paths) {
+            install::install_snap_resource(paths, inst, &file)
+                .map_err(|e| Error::Hook(e.to_string()))?;
+            let _ = std::fs::remove_file(paths.state_dir().join(SNAP_FILE));
+        }
+        Ok(())
+    }
+
     /// Puts the plan in place (TLS files first: the config names them),
     /// refreshing the snap if its channel changed. etcd is not restarted.
     pub fn apply(&self, paths: &Paths, inst: &mut Installed) -> Result<(), Error> {
@@ -115,6 +169,7 @@ impl Plan {
         // The snap first: a refresh that fails leaves nothing half done.
         install::follow_channel(paths, inst, self.channel.as_deref())
             .map_err(|e| Error::Hook(e.to_string()))?;
+
         if let Some(t) = &self.tls {
             for (name, text) in TLS_FILES.iter().zip(tls_texts(t)) {
                 write_private(&self.dir().join(name), text)?;
@@ -225,6 +280,9 @@ pub fn take_turn(
     if let Some(note) = roll::move_leadership(rt, endpoint, &local, &answered) {
         ctx.log(&note);
     }
+    if plan.relocate.is_some() {
+        return relocating_restart(ctx, rt, plan, inst, live, others, &what);
+    }
     plan.apply(ctx.paths, inst)?;
     if let Err(why) = roll::readvertise(rt, &local, endpoint, others, name, peer_url) {
         return Ok(Turn::Waiting(format!(
@@ -232,6 +290,7 @@ pub fn take_turn(
         )));
     }
     ctx.log(&format!("restarting etcd ({what} changed)"));
+    plan.install_pending_snap(ctx.paths, inst)?;
     match service::restart() {
         Ok(()) => started(ctx.paths),
         // Not a hook failure: the unit keeps the lock, so nothing else
@@ -239,6 +298,77 @@ pub fn take_turn(
         Err(e) => ctx.log(&format!("etcd did not restart: {e}")),
     }
     Ok(Turn::Done { restarted: true })
+}
+
+/// The restart that also moves the member's data. The config may name the
+/// new place only once the data is there, and etcd must not start in
+/// between (a member with its name and no data would rejoin empty): so
+/// etcd is disabled at boot and stopped, the data moved, the config
+/// written, and only then etcd enabled and started. A hook cut short
+/// anywhere in it leaves etcd stopped, and the next one finishes it.
+fn relocating_restart(
+    ctx: &HookContext,
+    rt: &tokio::runtime::Runtime,
+    plan: &Plan,
+    inst: &mut Installed,
+    live: (&ClientEndpoint, &str, &str),
+    others: &[ClientEndpoint],
+    what: &str,
+) -> Result<Turn, Error> {
+    if let Some(why) = plan.move_blocked() {
+        return Ok(Turn::Waiting(format!("restart held back: {why}")));
+    }
+    let (endpoint, name, peer_url) = live;
+    let local = rt.block_on(crate::etcd::health::check(endpoint, name));
+    if let Err(why) = roll::readvertise(rt, &local, endpoint, others, name, peer_url) {
+        return Ok(Turn::Waiting(format!(
+            "restart held back ({what} changed): {why}"
+        )));
+    }
+    ctx.log(&format!("restarting etcd ({what} changed)"));
+    let Some(_lock) = stop_and_move(ctx, plan)? else {
+        return Ok(Turn::Waiting(format!(
+            "restart held back ({what} changed): a snapshot or restore is running"
+        )));
+    };
+    plan.apply(ctx.paths, inst)?;
+    plan.install_pending_snap(ctx.paths, inst)?;
+    service::enable().map_err(|e| Error::Hook(e.to_string()))?;
+    match service::start() {
+        Ok(()) => started(ctx.paths),
+        Err(e) => ctx.log(&format!("etcd did not start: {e}")),
+    }
+    Ok(Turn::Done { restarted: true })
+}
+
+/// Stops etcd, keeps it from starting at boot, and moves the member's data
+/// where the plan says, under the action lock (held until the caller drops
+/// it: no snapshot or restore reads or swaps the data meanwhile). None
+/// when a snapshot or restore holds the lock: nothing was done.
+pub fn stop_and_move(
+    ctx: &HookContext,
+    plan: &Plan,
+) -> Result<Option<crate::lock::ActionLock>, Error> {
+    if let Some(why) = plan.move_blocked() {
+        return Err(Error::Hook(why));
+    }
+    let lock = match crate::lock::ActionLock::acquire(&ctx.paths.state_dir(), "data move") {
+        Ok(lock) => lock,
+        Err(crate::lock::LockError::Busy { .. }) => return Ok(None),
+        Err(e) => return Err(Error::Hook(e.to_string())),
+    };
+    let service = |e: service::ServiceError| Error::Hook(e.to_string());
+    service::disable().map_err(service)?;
+    service::stop().map_err(service)?;
+    if let Err(e) = plan.move_data() {
+        // The config still names the old place, which still holds the
+        // data: etcd goes back to serving from it.
+        let _ = service::enable();
+        let _ = service::start();
+        return Err(e);
+    }
+    crate::actions::journal::abort_at("data-moved");
+    Ok(Some(lock))
 }
 
 /// After the member was checked: a request stays open while the member is

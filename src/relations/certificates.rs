@@ -128,6 +128,7 @@ pub fn exchange(
             }
         }
     };
+    let sans = published_sans(&tools.relation_get(&rid, &req.unit)?, req);
     // Published after the answer is read: a v4 renewal adds requests.
     let mut csrs = Vec::new();
     for role in ROLES {
@@ -143,7 +144,7 @@ pub fn exchange(
         &[
             ("unit_name", name.clone()),
             ("common_name", req.common_name.clone()),
-            ("sans", serde_json::to_string(&req.sans).unwrap_or_default()),
+            ("sans", sans),
             ("certificate_name", name),
             (
                 V4_REQUESTS,
@@ -155,6 +156,24 @@ pub fn exchange(
         Ok((pems, protocol)) => Certs::Ready { pems, protocol },
         Err(why) => Certs::Waiting(why),
     })
+}
+
+/// The `sans` to publish: the request already there when it asks for the
+/// same common name and at least these names (layer-etcd's, which also
+/// named the peers, after `juju refresh`), so the provider re-issues
+/// nothing; else this request's.
+fn published_sans(mine: &Settings, req: &Request) -> String {
+    let ours = serde_json::to_string(&req.sans).unwrap_or_default();
+    if mine.get("common_name") != Some(&req.common_name) {
+        return ours;
+    }
+    let Some(text) = mine.get("sans") else {
+        return ours;
+    };
+    match serde_json::from_str::<Vec<String>>(text) {
+        Ok(there) if req.sans.iter().all(|s| there.contains(s)) => text.clone(),
+        _ => ours,
+    }
 }
 
 /// The two v4 requests a unit makes: its server (and peer) certificate,
@@ -440,6 +459,26 @@ fn make_csr(key_pem: &str, req: &Request, server: bool) -> Result<String, CertEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_that_already_covers_the_names_is_kept() {
+        let r = Request::new("etcd/0", &["10.0.0.3".into()]);
+        let mut mine = Settings::new();
+        mine.insert("common_name".into(), "10.0.0.3".into());
+        let mut wider = r.sans.clone();
+        wider.push("10.0.0.4".into());
+        wider.sort();
+        let kept = serde_json::to_string(&wider).unwrap_or_default();
+        mine.insert("sans".into(), kept.clone());
+        assert_eq!(published_sans(&mine, &r), kept);
+        // Missing a name, or another common name: this request's own.
+        let ours = serde_json::to_string(&r.sans).unwrap_or_default();
+        mine.insert("sans".into(), r#"["10.0.0.3"]"#.into());
+        assert_eq!(published_sans(&mine, &r), ours);
+        mine.insert("sans".into(), kept);
+        mine.insert("common_name".into(), "10.0.0.9".into());
+        assert_eq!(published_sans(&mine, &r), ours);
+    }
 
     #[test]
     fn request_names_are_unique_and_include_loopback() {

@@ -8,7 +8,11 @@
 //! run every minute by a root cron job that keeps each result in
 //! `/var/lib/nagios/etcd-charm-<check>.txt`; the NRPE command, running as
 //! `nagios`, reports that result, or CRITICAL once it is over five minutes
-//! old. The relation gone, every file is removed.
+//! old. Where the nrpe subordinate made `/var/lib/nagios/export`, a Nagios
+//! service definition per check goes there too, for Nagios to collect
+//! (`service__<host>_check_etcd-<check>.cfg`, the host being the
+//! relation's `nagios_hostname` or `<nagios_context>-<unit>`). The
+//! relation gone, every file is removed.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +43,73 @@ fn command_file(paths: &Paths, check: &str) -> PathBuf {
     paths
         .root()
         .join(format!("etc/nagios/nrpe.d/check_etcd-{check}.cfg"))
+}
+
+fn export_dir(paths: &Paths) -> PathBuf {
+    paths.root().join("var/lib/nagios/export")
+}
+
+fn export_file(paths: &Paths, host: &str, check: &str) -> PathBuf {
+    export_dir(paths).join(format!("service__{host}_check_etcd-{check}.cfg"))
+}
+
+/// This charm's service definitions in the export dir, whatever host
+/// they were written for.
+fn exported(paths: &Paths) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(export_dir(paths)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("service__") && n.contains("_check_etcd-"))
+        })
+        .collect()
+}
+
+const DESCRIPTIONS: [(&str, &str); 2] = [
+    ("health", "etcd member answers, with a leader and quorum"),
+    ("alarms", "etcd has no active alarm"),
+];
+
+fn export_text(host: &str, check: &str, servicegroups: &str) -> String {
+    let what = DESCRIPTIONS
+        .iter()
+        .find(|(c, _)| *c == check)
+        .map(|(_, d)| *d)
+        .unwrap_or(check);
+    format!(
+        "# Written by the etcd charm for Nagios to collect (nrpe-external-master).
+         define service {{
+             use                             active-service
+             host_name                       {host}
+             service_description             {host}[etcd-{check}] {what}
+             check_command                   check_nrpe!check_etcd-{check}
+             servicegroups                   {servicegroups}
+         }}
+"
+    )
+}
+
+/// The Nagios host name: the subordinate's `nagios_hostname` when it gives
+/// one, else `<nagios_context>-<unit>` (`juju-etcd-0`).
+fn nagios_host(tools: &dyn crate::juju::HookTools, rid: &str, context: &str, unit: &str) -> String {
+    let given = tools
+        .relation_list(rid)
+        .unwrap_or_default()
+        .iter()
+        .find_map(|u| {
+            tools
+                .relation_get(rid, u)
+                .ok()?
+                .get("nagios_hostname")
+                .cloned()
+        })
+        .filter(|h| !h.is_empty() && !h.contains('/'));
+    given.unwrap_or_else(|| format!("{context}-{}", unit.replace('/', "-")))
 }
 
 /// Single-quoted for sh.
@@ -101,13 +172,13 @@ fn write(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
 pub fn publish(
     tools: &dyn crate::juju::HookTools,
     paths: &Paths,
-    dispatch: &Path,
+    (unit, dispatch): (&str, &Path),
     (context, servicegroups): (&str, &str),
     gone: bool,
 ) -> Vec<String> {
     let ids = tools.relation_ids(ENDPOINT).unwrap_or_default();
     if ids.is_empty() || gone {
-        for f in files(paths) {
+        for f in files(paths).into_iter().chain(exported(paths)) {
             if f.exists() {
                 let _ = std::fs::remove_file(&f);
             }
@@ -134,6 +205,23 @@ pub fn publish(
         );
     }
     put(cron_file(paths), cron_text(paths, dispatch), 0o644);
+    if export_dir(paths).is_dir() {
+        let host = nagios_host(tools, &ids[0], context, unit);
+        let keep: Vec<PathBuf> = CHECKS
+            .iter()
+            .map(|c| export_file(paths, &host, c))
+            .collect();
+        for stale in exported(paths).into_iter().filter(|f| !keep.contains(f)) {
+            let _ = std::fs::remove_file(stale);
+        }
+        for c in CHECKS {
+            put(
+                export_file(paths, &host, c),
+                export_text(&host, c, groups),
+                0o644,
+            );
+        }
+    }
     let data = [("monitors", monitors()), ("primary", "False".to_string())];
     for rid in ids {
         if let Err(e) = tools.relation_set(&rid, &data) {

@@ -20,7 +20,8 @@ Commands (for the test harness and ./charm demo):
   init-unit UNIT_DIR --unit NAME --charm-dir DIR --etcd-bin DIR --conf PATH --root DIR
             [--model DIR] [--address IP]
   run-action UNIT_DIR ACTION [key=value ...] [--json] [--timeout SECS]
-  run-hook UNIT_DIR HOOK [--json] [--relation RID --remote UNIT [--departing UNIT]]
+  run-hook UNIT_DIR HOOK [--json] [--relation RID --remote UNIT [--departing UNIT]] [--storage ID]
+                                  (a hook that succeeds takes the unit out of error, as `juju resolved` does)
   resource UNIT_DIR NAME [FILE]   attach a resource (no FILE: detach)
   add-unit MODEL UNIT_DIR [--lead] [--refreshed]
                                   install, leader-elected (first unit, or --lead) or leader-settings-changed,
@@ -35,7 +36,20 @@ Commands (for the test harness and ./charm demo):
   remote-set MODEL RID WHO FILE [--app]
                                   that application sets its unit's (or app's) data from a JSON file; settle
   settle MODEL                    run queued hooks until none are left
+  existing-unit MODEL UNIT_DIR    a unit another charm has run all along: in the model and the peer
+                                  relation, no hooks (what it left is the test's to lay out)
+  relate MODEL ENDPOINT REMOTE --existing
+                                  a relation that was there all along: no hooks
+  seed MODEL FILE                 what the charm before left: {"leader": {...}, "reldata": {rid: {who: {...}}}}
+  refresh MODEL CHARM_DIR [--order UNIT,...]
+                                  juju refresh --switch: Juju's checks (relations in use, storage, config
+                                  values the new options refuse are dropped), the new charm on every unit,
+                                  then upgrade-charm and config-changed unit by unit; settle
   reboot UNIT_DIR                 kill etcd at once, then start it if enabled (boot)
+  attach-storage UNIT_DIR ID LOCATION
+                                  juju attach-storage / add-storage: ID (data/0) at LOCATION (a block
+                                  device); storage-attached; settle
+  detach-storage UNIT_DIR ID      juju detach-storage: storage-detaching, then it is gone; settle
 """
 
 import json
@@ -74,6 +88,7 @@ TOOLS = sorted(
         "systemctl",
         "journalctl",
         "snap",
+        "storage-get",
     }
 )
 PEER = "cluster"
@@ -463,6 +478,36 @@ def tool_network_get(unit, args):
         print(json.dumps(value) if fmt == "json" else yaml.safe_dump(value), end="" if fmt != "json" else "\n")
 
 
+def storage(unit):
+    """<unit>/juju/storage.json: {"data/0": {"kind": "block", "location": DEV}}."""
+    return read_json(jpath(unit, "storage.json"), {})
+
+
+def tool_storage_get(unit, args):
+    fmt, rest = fmt_list(args)
+    sid = os.environ.get("JUJU_STORAGE_ID", "")
+    if "-s" in rest:
+        i = rest.index("-s")
+        sid = rest[i + 1] if i + 1 < len(rest) else ""
+        rest = rest[:i] + rest[i + 2:]
+    if not sid:
+        raise ToolError("ERROR no storage instance specified", 2)
+    inst = storage(unit).get(sid)
+    if inst is None:
+        raise ToolError(f'ERROR storage instance "{sid}" not found', 1)
+    value = inst if not rest else inst.get(rest[0])
+    if value is None:
+        raise ToolError(f'ERROR invalid storage attribute "{rest[0]}"', 1)
+    if fmt == "json":
+        print(json.dumps(value))
+    elif isinstance(value, dict):
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(value, default_flow_style=False))
+    else:
+        print(value)
+
+
 def tool_application_version_set(unit, args):
     if len(args) != 1:
         raise ToolError("ERROR no version specified" if not args else f'ERROR unrecognized args: ["{args[1]}"]', 2)
@@ -610,20 +655,33 @@ def tool_snap(unit, args):
     state = read_json(state_path, None)
     if verb in ("set", "get"):
         return snap_config(unit, verb, rest)
+    if verb == "connect":
+        if rest != ["etcd:removable-media"]:
+            raise ToolError(f'error: snap "etcd" has no plug named {rest!r}', 1)
+        if not state:
+            raise ToolError('error: snap "etcd" is not installed', 1)
+        state.setdefault("connections", []).append(rest[0])
+        write_json(state_path, state)
+        return
     channel = None
     hold = False
+    dangerous = False
     names = []
     for a in rest:
         if a.startswith("--channel="):
             channel = a.split("=", 1)[1]
         elif a == "--hold" and verb == "refresh":
             hold = True
+        elif a == "--dangerous" and verb == "install":
+            dangerous = True
         elif a in ("--classic", "--devmode"):
             pass
         elif a.startswith("-"):
             raise ToolError(f"error: unknown flag `{a.lstrip('-')}'", 1)
         else:
             names.append(a)
+    if dangerous:
+        return snap_install_file(unit, names, state, state_path)
     if verb in ("install", "refresh", "remove") and names != ["etcd"]:
         raise ToolError(f'error: snap "{" ".join(names)}" not found', 1)
     if hold:
@@ -664,6 +722,8 @@ def tool_snap(unit, args):
     elif verb == "refresh":
         if not state:
             raise ToolError('error: snap "etcd" is not installed', 1)
+        if state.get("local"):
+            raise ToolError('error: local snap "etcd" is unknown to the store, use --amend to proceed anyway', 1)
         state["channel"] = channel_given or state.get("channel", "latest/stable")
         write_json(state_path, state)
         print(f"etcd ({state['channel']}) refreshed")
@@ -674,9 +734,47 @@ def tool_snap(unit, args):
     elif verb == "list":
         if not state:
             raise ToolError("error: no matching snaps installed", 1)
-        print(f"Name  Version  Rev  Tracking  Publisher  Notes\netcd  fake  1  {state['channel']}  canonical  -")
+        rev = f"x{state['local']}" if state.get("local") else "1"
+        print(f"Name  Version  Rev  Tracking  Publisher  Notes\netcd  fake  {rev}  {state.get('channel') or '-'}  canonical  -")
     else:
         raise ToolError(f'error: unknown command "{verb}", see \'snap help\'.', 1)
+
+
+def snap_install_file(unit, names, state, state_path):
+    """`snap install --dangerous FILE`: a squashfs file (snapd reads its
+    name from meta/snap.yaml; here, from the file name Juju gives the
+    resource: etcd.snap, core.snap). Installing etcd over a running etcd
+    restarts its service, as snapd does."""
+    if len(names) != 1:
+        raise ToolError("error: the required argument `<snap> (at least 1 argument)` was not provided", 1)
+    path = names[0]
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ToolError(f'error: cannot open "{path}": {e.strerror}', 1)
+    if magic != b"hsqs":
+        raise ToolError(f'error: cannot read snap file "{path}": not a squashfs', 1)
+    name = os.path.basename(path).split(".")[0]
+    if name == "core":
+        write_json(svc(unit, "core-snap.json"), {"installed": True})
+        print("core (x1) installed")
+        return
+    if name != "etcd":
+        raise ToolError(f'error: unexpected snap "{name}"', 1)
+    if not state:
+        tool_snap(unit, ["install", "etcd"])
+        state = read_json(state_path, {})
+        # Installed from a file only: snapd tracks no channel.
+        state["channel"] = None
+    # Over a store revision, snapd keeps tracking its channel; the
+    # revision is a local one (x1, x2, ...).
+    state["local"] = int(state.get("local") or 0) + 1
+    write_json(state_path, state)
+    if etcd_pid(unit):
+        stop_etcd(unit)
+        start_etcd(unit)
+    print(f"etcd (x{state['local']}) installed")
 
 
 SNAPD_DAY = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)[1-5]?(-(mon|tue|wed|thu|fri|sat|sun)[1-5]?)?$")
@@ -931,6 +1029,7 @@ TOOL_FUNCS = {
     "systemctl": tool_systemctl,
     "journalctl": tool_journalctl,
     "snap": tool_snap,
+    "storage-get": tool_storage_get,
 }
 
 
@@ -1387,9 +1486,195 @@ def cmd_add_unit(argv):
     return model_report(ran)
 
 
+def cmd_attach_storage(argv):
+    """juju attach-storage: the storage must be declared, its count within
+    the declared range; then storage-attached runs with JUJU_STORAGE_ID."""
+    udir, sid, location = os.path.abspath(argv[0]), argv[1], argv[2]
+    name = sid.split("/")[0]
+    meta, _ = charm_meta(unit_info(udir)["charm_dir"])
+    decl = (meta.get("storage") or {}).get(name)
+    if decl is None:
+        print(f'ERROR charm storage "{name}" not found', file=sys.stderr)
+        return 1
+    have = [k for k in storage(udir) if k.split("/")[0] == name]
+    rng = str((decl.get("multiple") or {}).get("range", "1"))
+    most = int(rng.split("-")[-1]) if rng.split("-")[-1] else None
+    if most is not None and len(have) + 1 > most:
+        print(f'ERROR cannot attach: storage "{name}" already has {len(have)} of at most {most}', file=sys.stderr)
+        return 1
+    st = storage(udir)
+    st[sid] = {"kind": decl.get("type", "filesystem"), "location": location}
+    write_json(jpath(udir, "storage.json"), st)
+    ran = [fire(udir, f"{name}-storage-attached", {"JUJU_STORAGE_ID": sid})]
+    if ran[-1]["exit_code"] != 0:
+        mark_error(model_dir(udir), unit_info(udir)["unit"])
+        return model_report(ran)
+    return model_report(ran + settle(model_dir(udir)))
+
+
+def cmd_detach_storage(argv):
+    """juju detach-storage: storage-detaching (the storage still there),
+    then it is gone."""
+    udir, sid = os.path.abspath(argv[0]), argv[1]
+    name = sid.split("/")[0]
+    if sid not in storage(udir):
+        print(f'ERROR storage "{sid}" not found', file=sys.stderr)
+        return 1
+    ran = [fire(udir, f"{name}-storage-detaching", {"JUJU_STORAGE_ID": sid})]
+    if ran[-1]["exit_code"] != 0:
+        mark_error(model_dir(udir), unit_info(udir)["unit"])
+        return model_report(ran)
+    st = storage(udir)
+    st.pop(sid, None)
+    write_json(jpath(udir, "storage.json"), st)
+    return model_report(ran + settle(model_dir(udir)))
+
+
+def cmd_existing_unit(argv):
+    """A unit that has been in the model all along (another charm ran it):
+    it sees its peers and they see it, and the application's relations; no
+    hook runs."""
+    model, udir = os.path.abspath(argv[0]), os.path.abspath(argv[1])
+    os.makedirs(model, exist_ok=True)
+    state = model_state(model)
+    me = unit_info(udir)["unit"]
+    rid = f"{PEER}:0"
+    see(udir, rid, me, False)
+    for other, odir in sorted(state["units"].items()):
+        see(odir, rid, me, True)
+        see(udir, rid, other, True)
+    for orid, rel in sorted(state.get("relations", {}).items()):
+        see(udir, orid, rel["remote"], True)
+    state["units"][me] = udir
+    if not state.get("leader"):
+        state["leader"] = me
+    save_model(model, state)
+    return model_report([])
+
+
+def cmd_seed(argv):
+    """What the charm before this one left in the model: leader settings
+    and relation data, set as they were, no hooks."""
+    model = os.path.abspath(argv[0])
+    with open(argv[1]) as f:
+        seed = json.load(f)
+    settings = leader_settings(model)
+    merge_settings(settings, seed.get("leader", {}))
+    write_json(mpath(model, "leader.json"), settings)
+    data = reldata(model)
+    for rid, bags in seed.get("reldata", {}).items():
+        for who, pairs in bags.items():
+            if not all(isinstance(v, str) for v in pairs.values()):
+                print("ERROR relation settings must be strings", file=sys.stderr)
+                return 1
+            merge_settings(data.setdefault(rid, {}).setdefault(who, {}), pairs)
+    write_json(mpath(model, "reldata.json"), data)
+    return model_report([])
+
+
+def charm_meta(charm_dir):
+    import yaml
+
+    with open(os.path.join(charm_dir, "metadata.yaml")) as f:
+        meta = yaml.safe_load(f) or {}
+    try:
+        with open(os.path.join(charm_dir, "config.yaml")) as f:
+            options = (yaml.safe_load(f) or {}).get("options") or {}
+    except FileNotFoundError:
+        options = {}
+    return meta, options
+
+
+def refresh_refusal(app, url, old, new, relations_in_use):
+    """Juju's SetCharm checks (state/application.go): an established
+    relation whose endpoint the new charm lacks (same name, role and
+    interface), a required storage removed, a storage whose type or
+    location changed."""
+    why = None
+
+    def endpoint(meta, name):
+        for role in ("provides", "requires", "peers"):
+            ep = (meta.get(role) or {}).get(name)
+            if ep is not None:
+                return role, ep.get("interface") if isinstance(ep, dict) else ep
+        return None
+
+    for name in sorted(relations_in_use):
+        if endpoint(old, name) != endpoint(new, name):
+            why = f'would break relation "{app}:{name}"'
+            break
+    if why is None:
+        for name, s in sorted((old.get("storage") or {}).items()):
+            n = (new.get("storage") or {}).get(name)
+            rng = str((s.get("multiple") or {}).get("range", "1"))
+            required = not rng.startswith("0")
+            if n is None:
+                if required:
+                    why = f'required storage "{name}" removed'
+                    break
+                continue
+            if n.get("type") != s.get("type"):
+                why = f'existing storage "{name}" type changed from "{s.get("type")}" to "{n.get("type")}"'
+                break
+            if n.get("location") != s.get("location"):
+                why = f'existing storage "{name}" location changed from "{s.get("location")}" to "{n.get("location")}"'
+                break
+    if why:
+        return f'cannot upgrade application "{app}" to charm "{url}": {why}'
+    return None
+
+
+def cmd_refresh(argv):
+    """juju refresh --switch: refused as Juju refuses it, else every unit
+    gets the new charm (config values whose option is gone or whose type
+    no longer fits are dropped, as Juju's FilterSettings drops them), then
+    each unit, in the order given, runs upgrade-charm and config-changed;
+    then what they queued."""
+    model, charm = os.path.abspath(argv[0]), os.path.abspath(argv[1])
+    state = model_state(model)
+    order = sorted(state["units"])
+    if "--order" in argv:
+        order = argv[argv.index("--order") + 1].split(",")
+    any_unit = next(iter(state["units"].values()))
+    old, _ = charm_meta(unit_info(any_unit)["charm_dir"])
+    new, options = charm_meta(charm)
+    in_use = {rel["endpoint"] for rel in state.get("relations", {}).values()}
+    app = next(iter(state["units"])).split("/")[0]
+    refusal = refresh_refusal(app, f"local:{os.path.basename(charm)}", old, new, in_use)
+    if refusal:
+        print(f"ERROR {refusal}", file=sys.stderr)
+        return 1
+    types = {"string": str, "int": int, "float": (int, float), "boolean": bool}
+    kept = {}
+    for k, v in state.get("config", {}).items():
+        o = options.get(k)
+        if not o:
+            continue
+        want = types.get(o.get("type"), str)
+        if isinstance(v, want) and not (o.get("type") == "int" and isinstance(v, bool)):
+            kept[k] = v
+    state["config"] = kept
+    save_model(model, state)
+    for udir in state["units"].values():
+        info = unit_info(udir)
+        info["charm_dir"] = charm
+        write_json(jpath(udir, "unit.json"), info)
+    ran = []
+    for unit in order:
+        udir = state["units"][unit]
+        for hook in ("upgrade-charm", "config-changed"):
+            ran.append(fire(udir, hook))
+            if ran[-1]["exit_code"] != 0:
+                mark_error(model, unit)
+                break
+    ran += settle(model)
+    return model_report(ran)
+
+
 def cmd_relate(argv):
     """juju integrate etcd:ENDPOINT REMOTE: the remote side is played by the
-    test (REMOTE is its one unit, e.g. client/0)."""
+    test (REMOTE is its one unit, e.g. client/0). --existing: a relation
+    that was there before this charm (no hooks)."""
     model, endpoint, remote = os.path.abspath(argv[0]), argv[1], argv[2]
     state = model_state(model)
     rels = state.setdefault("relations", {})
@@ -1398,6 +1683,8 @@ def cmd_relate(argv):
     save_model(model, state)
     for unit, udir in sorted(state["units"].items()):
         see(udir, rid, remote, True)
+        if "--existing" in argv:
+            continue
         enqueue(model, unit, f"{endpoint}-relation-joined", rid, remote)
         enqueue(model, unit, f"{endpoint}-relation-changed", rid, remote)
     ran = settle(model)
@@ -1542,7 +1829,17 @@ def run_hook(argv):
     opts = dict(zip(argv[2::1], argv[3::1]))
     if "--relation" in opts:
         extra.update(relation_env(opts["--relation"], opts.get("--remote", ""), opts.get("--departing", "")))
+    if "--storage" in opts:
+        extra["JUJU_STORAGE_ID"] = opts["--storage"]
     outcome = fire(unit, name, extra)
+    if outcome["exit_code"] == 0:
+        # `juju resolved` retried the hook and it succeeded: out of error.
+        model = model_dir(unit)
+        state = model_state(model)
+        me = unit_info(unit)["unit"]
+        if me in state.get("errors", []):
+            state["errors"].remove(me)
+            save_model(model, state)
     if "--json" in argv:
         print(json.dumps(outcome, sort_keys=True))
     else:
@@ -1585,6 +1882,11 @@ def main(argv):
         "remote-set": cmd_remote_set,
         "unrelate": cmd_unrelate,
         "reboot": cmd_reboot,
+        "existing-unit": cmd_existing_unit,
+        "seed": cmd_seed,
+        "refresh": cmd_refresh,
+        "attach-storage": cmd_attach_storage,
+        "detach-storage": cmd_detach_storage,
     }
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)

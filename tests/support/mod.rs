@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod layer_etcd;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -487,15 +488,35 @@ impl Unit {
     }
 
     fn init(under: &Path, etcd: &Etcd, spec: Spec, conf: PathBuf, extra: &[&str]) -> Unit {
+        Unit::init_with(under, etcd, spec, conf, extra, &charm_dir(under))
+    }
+
+    /// A unit in `model` that another charm (at `charm`) runs.
+    pub fn placed(under: &Path, etcd: &Etcd, spec: Spec, model: &Path, charm: &Path) -> Unit {
+        let dir = under.join(spec.unit.replace('/', "-"));
+        let conf = dir.join("root/var/snap/etcd/common/etcd.conf.yml");
+        let model = model.display().to_string();
+        let ip = spec.ip.clone();
+        let extra = ["--model", model.as_str(), "--address", ip.as_str()];
+        Unit::init_with(under, etcd, spec, conf, &extra, charm)
+    }
+
+    fn init_with(
+        under: &Path,
+        etcd: &Etcd,
+        spec: Spec,
+        conf: PathBuf,
+        extra: &[&str],
+        charm: &Path,
+    ) -> Unit {
         let dir = under.join(spec.unit.replace('/', "-"));
         let root = dir.join("root");
-        let charm = charm_dir(under);
         let out = python()
             .arg(fakejuju())
             .arg("init-unit")
             .arg(&dir)
             .args(["--unit", &spec.unit, "--charm-dir"])
-            .arg(&charm)
+            .arg(charm)
             .arg("--etcd-bin")
             .arg(&etcd.bin)
             .arg("--conf")
@@ -1145,6 +1166,78 @@ impl Model {
         self.fake(&["add-unit", &dir, &udir, "--refreshed"])
     }
 
+    /// `juju attach-storage <unit> data/0=<device>`: storage-attached.
+    pub fn attach_storage(&self, unit: &str, id: &str, location: &str) -> Vec<Value> {
+        let udir = self.unit(unit).dir.display().to_string();
+        self.fake(&["attach-storage", &udir, id, location])
+    }
+
+    /// `juju detach-storage <id>`: storage-detaching, then it is gone.
+    pub fn detach_storage(&self, unit: &str, id: &str) -> Vec<Value> {
+        let udir = self.unit(unit).dir.display().to_string();
+        self.fake(&["detach-storage", &udir, id])
+    }
+
+    /// A unit another charm has run in this model all along: no hook runs.
+    pub fn existing(&mut self, unit: Unit) {
+        let dir = self.dir.display().to_string();
+        let udir = unit.dir.display().to_string();
+        self.units.push(unit);
+        self.fake(&["existing-unit", &dir, &udir]);
+    }
+
+    /// A relation that was there before this charm: no hook runs.
+    pub fn relate_existing(&self, endpoint: &str, remote_unit: &str) -> String {
+        let dir = self.dir.display().to_string();
+        let out = python()
+            .arg(fakejuju())
+            .args(["relate", &dir, endpoint, remote_unit, "--existing"])
+            .output()
+            .expect("relate");
+        assert!(out.status.success(), "{out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        v["relation"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Leader settings and relation data as the charm before left them.
+    pub fn seed(&self, seed: &Value) {
+        let file = self.dir.join(format!("seed-{}.json", std::process::id()));
+        fs::write(&file, seed.to_string()).expect("seed file");
+        let dir = self.dir.display().to_string();
+        self.fake(&["seed", &dir, &file.display().to_string()]);
+        let _ = fs::remove_file(&file);
+    }
+
+    /// `juju refresh --switch` to this charm; units run upgrade-charm and
+    /// config-changed in `order`. Err: Juju's refusal.
+    pub fn refresh(&self, order: &[&str]) -> Result<Vec<Value>, String> {
+        self.refresh_to(&charm_dir(&self.under), order)
+    }
+
+    /// `juju refresh --switch` to the charm at `charm`.
+    pub fn refresh_to(&self, charm: &Path, order: &[&str]) -> Result<Vec<Value>, String> {
+        let dir = self.dir.display().to_string();
+        let charm = charm.display().to_string();
+        let order = order.join(",");
+        let out = python()
+            .arg(fakejuju())
+            .args(["refresh", &dir, &charm, "--order", &order])
+            .output()
+            .expect("run fakejuju refresh");
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        let ran: Vec<Value> = serde_json::from_slice(&out.stdout).expect("hook outcomes");
+        for hook in &ran {
+            assert_eq!(
+                hook["exit_code"], 0,
+                "hook {} on {} failed: {}",
+                hook["hook"], hook["unit"], hook["stderr"]
+            );
+        }
+        Ok(ran)
+    }
+
     pub fn add_unit(&mut self, n: usize) -> Vec<Value> {
         let unit = self.prepare(n);
         self.deploy(unit)
@@ -1255,6 +1348,61 @@ impl Model {
         )
         .unwrap_or(Value::Null);
         v["leader"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// A real block device for a test: a loop device over a sparse file,
+/// unmounted wherever it is mounted and released when dropped.
+pub struct LoopDevice {
+    pub dev: String,
+}
+
+impl LoopDevice {
+    pub fn new(dir: &Path, name: &str, size: u64) -> LoopDevice {
+        let file = dir.join(format!("{name}.img"));
+        fs::File::create(&file)
+            .and_then(|f| f.set_len(size))
+            .expect("image file");
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&file)
+            .output()
+            .expect("losetup");
+        assert!(out.status.success(), "losetup: {out:?}");
+        LoopDevice {
+            dev: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        }
+    }
+
+    /// Where the kernel has it mounted.
+    pub fn mounts(&self) -> Vec<PathBuf> {
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let dash = f.iter().position(|x| *x == "-")?;
+                (f.get(dash + 2) == Some(&self.dev.as_str())).then(|| PathBuf::from(f[4]))
+            })
+            .collect()
+    }
+
+    /// Its filesystem type, as blkid reads it.
+    pub fn fs_type(&self) -> String {
+        let out = Command::new("blkid")
+            .args(["-p", "-o", "value", "-s", "TYPE", &self.dev])
+            .output()
+            .expect("blkid");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        for m in self.mounts() {
+            let _ = Command::new("umount").arg("-l").arg(m).output();
+        }
+        let _ = Command::new("losetup").args(["-d", &self.dev]).output();
     }
 }
 
