@@ -314,7 +314,9 @@ fn linters() -> PathBuf {
 
 /// layer-etcd's surface (charmed-kubernetes/layer-etcd @233f62a: its
 /// metadata.yaml, config.yaml and actions.yaml, with the endpoints,
-/// options and actions its layers add), written down here: every item
+/// options and actions its layers add), written down here and in
+/// `support::layer_etcd` (which the refresh test's stand-in is built
+/// from): every item
 /// must be in the packed charm under the same name with the same type,
 /// or `juju refresh --switch` from it would drop an operator's relation,
 /// storage or setting.
@@ -323,15 +325,7 @@ fn packed_charm_carries_layer_etcds_whole_surface() {
     let t = TestDir::new("packed-surface");
     unzip(&packed(), t.path());
     let meta = yaml(t.path(), "metadata.yaml");
-    for (role, name, interface) in [
-        ("provides", "db", "etcd"),
-        ("provides", "proxy", "etcd-proxy"),
-        ("provides", "prometheus", "prometheus-manual"),
-        ("provides", "grafana", "grafana-dashboard"),
-        ("provides", "nrpe-external-master", "nrpe-external-master"),
-        ("requires", "certificates", "tls-certificates"),
-        ("peers", "cluster", "etcd"),
-    ] {
+    for (role, name, interface) in support::layer_etcd::ENDPOINTS {
         let ep = &meta[role][name];
         assert_eq!(ep["interface"], interface, "{role} {name}: {ep}");
         // Juju refuses a refresh that adds a limit an established relation
@@ -358,24 +352,8 @@ fn packed_charm_carries_layer_etcds_whole_surface() {
 
     let config = yaml(t.path(), "config.yaml");
     let options = &config["options"];
-    for (name, kind, default) in [
-        ("port", "int", serde_json::json!(2379)),
-        ("management_port", "int", serde_json::json!(2380)),
-        ("heartbeat_interval", "int", serde_json::json!(100)),
-        ("election_timeout", "int", serde_json::json!(1000)),
-        ("channel", "string", serde_json::json!("auto")),
-        ("snapshot_count", "string", serde_json::json!("auto")),
-        ("snapd_refresh", "string", serde_json::json!("max")),
-        ("tls_cipher_suites", "string", serde_json::json!("")),
-        ("nagios_context", "string", serde_json::json!("juju")),
-        ("nagios_servicegroups", "string", serde_json::json!("")),
-        ("bind_to_all_interfaces", "boolean", serde_json::json!(true)),
-        (
-            "bind_with_insecure_http",
-            "boolean",
-            serde_json::json!(false),
-        ),
-    ] {
+    for (name, kind, default) in support::layer_etcd::OPTIONS {
+        let default: serde_json::Value = serde_json::from_str(default).expect("default");
         assert_eq!(options[name]["type"], kind, "option {name}");
         assert_eq!(options[name]["default"], default, "option {name}");
     }
