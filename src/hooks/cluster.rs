@@ -370,21 +370,9 @@ fn prepare(ctx: &HookContext) -> Result<Option<(Installed, Options, Option<Strin
         super::unmanaged::report(ctx)?;
         return Ok(None);
     };
-    if super::storage::data_dir(ctx.paths).is_some() {
-        let point = super::storage::mount_point(ctx.paths);
-        if super::storage::mounted_at(&point).is_none() {
-            // etcd would start on the empty dir below the mount point.
-            let _ = service::disable();
-            let _ = service::stop();
-            tools.status_set(
-                Status::Blocked,
-                &format!(
-                    "the data storage is not mounted at {}: etcd stays stopped until it is (mount it, or check the volume)",
-                    point.display()
-                ),
-            )?;
-            return Ok(None);
-        }
+    if let Some(why) = super::storage::unmounted(ctx.paths) {
+        tools.status_set(Status::Blocked, &why)?;
+        return Ok(None);
     }
     if let Ok(left) = std::fs::read_to_string(left_marker(ctx)) {
         // Leaving: a failed removal keeps its blocked status and etcd.

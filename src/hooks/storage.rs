@@ -38,6 +38,23 @@ pub fn data_dir(paths: &Paths) -> Option<PathBuf> {
         .then(|| mount_point(paths).join("data"))
 }
 
+/// A volume recorded but not mounted (a reboot without it): etcd stopped
+/// and kept from starting at boot, rather than run on the empty dir below
+/// the mount point; the sentence for the status.
+pub fn unmounted(paths: &Paths) -> Option<String> {
+    data_dir(paths)?;
+    let point = mount_point(paths);
+    if mounted_at(&point).is_some() {
+        return None;
+    }
+    let _ = service::disable();
+    let _ = service::stop();
+    Some(format!(
+        "the data storage is not mounted at {}: etcd stays stopped until it is (mount it, or check the volume)",
+        point.display()
+    ))
+}
+
 /// Whether `dir` lies on the storage's mount point.
 pub fn on_storage(paths: &Paths, dir: &Path) -> bool {
     dir.starts_with(mount_point(paths))

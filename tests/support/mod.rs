@@ -1137,15 +1137,7 @@ impl Model {
             .output()
             .expect("run fakejuju");
         assert!(out.status.success(), "fakejuju {args:?}: {out:?}");
-        let ran: Vec<Value> = serde_json::from_slice(&out.stdout).expect("hook outcomes");
-        for hook in &ran {
-            assert_eq!(
-                hook["exit_code"], 0,
-                "hook {} on {} failed: {}",
-                hook["hook"], hook["unit"], hook["stderr"]
-            );
-        }
-        ran
+        hooks_succeeded(&out.stdout)
     }
 
     /// `juju add-unit`: install, leader-elected (first) or
@@ -1227,15 +1219,7 @@ impl Model {
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
         }
-        let ran: Vec<Value> = serde_json::from_slice(&out.stdout).expect("hook outcomes");
-        for hook in &ran {
-            assert_eq!(
-                hook["exit_code"], 0,
-                "hook {} on {} failed: {}",
-                hook["hook"], hook["unit"], hook["stderr"]
-            );
-        }
-        Ok(ran)
+        Ok(hooks_succeeded(&out.stdout))
     }
 
     pub fn add_unit(&mut self, n: usize) -> Vec<Value> {
@@ -1349,6 +1333,20 @@ impl Model {
         .unwrap_or(Value::Null);
         v["leader"].as_str().unwrap_or_default().to_string()
     }
+}
+
+/// The hooks a fake-model command ran (its JSON on stdout), each asserted
+/// to have succeeded.
+fn hooks_succeeded(stdout: &[u8]) -> Vec<Value> {
+    let ran: Vec<Value> = serde_json::from_slice(stdout).expect("hook outcomes");
+    for hook in &ran {
+        assert_eq!(
+            hook["exit_code"], 0,
+            "hook {} on {} failed: {}",
+            hook["hook"], hook["unit"], hook["stderr"]
+        );
+    }
+    ran
 }
 
 /// A real block device for a test: a loop device over a sparse file,
