@@ -13,7 +13,7 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     let use_resource = params::boolean(&p, "use-resource", false)?;
     let installed = Installed::load(&ctx.paths);
     let running = match &installed {
-        Some(i) if i.source == "snap" && i.channel.is_none() => "etcd runs from the snap installed from the etcd resource (etcd.snap, as layer-etcd's use-resource did); there is no Debian package to migrate from. To move to another version, attach a new etcd.snap (units install it one at a time) or set the channel option to follow the snap store".to_string(),
+        Some(i) if i.source == "snap" && i.channel.is_none() => "etcd runs from the snap installed from the etcd resource (etcd.snap, as layer-etcd's use-resource did); there is no Debian package to migrate from. To move to another version, attach a new etcd.snap (units install it one at a time); the channel option does not apply to a snap installed from a file".to_string(),
         Some(i) if i.source == "snap" => format!(
             "etcd runs from the snap (channel {}); there is no Debian package to migrate from. To move to another version, change the channel option: units refresh one at a time",
             i.channel.as_deref().unwrap_or("unknown")

@@ -117,13 +117,15 @@ pub fn move_refused(from: &Path, to: &Path) -> Option<String> {
             there.display()
         ));
     }
-    if !here.is_dir() || same_filesystem(from, to) {
+    if !here.is_dir() || there.is_dir() || same_filesystem(from, to) {
         return None;
     }
-    // A margin over the files' bytes for blocks and directories.
+    // A margin over the files' bytes for blocks and directories; a copy
+    // cut short is removed before the next one, so its room counts.
     let need = fsutil::tree_bytes(&here).ok()?.saturating_mul(11) / 10 + (16 << 20);
     let room = to.ancestors().find(|p| p.exists()).unwrap_or(to);
-    let free = fsutil::free_bytes(room).ok()?;
+    let partial = fsutil::tree_bytes(&to.join("member.partial")).unwrap_or(0);
+    let free = fsutil::free_bytes(room).ok()?.saturating_add(partial);
     (need > free).then(|| {
         format!(
             "cannot move etcd's data to {}: it needs about {} and only {} is free there",
@@ -172,6 +174,10 @@ pub fn move_member(from: &Path, to: &Path) -> Result<(), Error> {
     if aside.exists() {
         std::fs::remove_dir_all(&aside).map_err(fail)?;
     }
+    if !to.join("member").is_dir() {
+        // A note without its copy is stale (a copy later moved away).
+        let _ = std::fs::remove_file(copy_note(to));
+    }
     if let Some(why) = move_refused(from, to) {
         return Err(Error::Hook(why));
     }
@@ -199,11 +205,16 @@ pub fn move_member(from: &Path, to: &Path) -> Result<(), Error> {
             fsutil::replace_file(&copy_note(to), from.as_os_str().as_encoded_bytes())
                 .map_err(fail)?;
             std::fs::rename(&partial, to.join("member")).map_err(fail)?;
-            fsutil::sync_dir(to).map_err(fail)?;
-            std::fs::rename(from.join("member"), &aside).map_err(fail)?;
-            fsutil::sync_dir(from).map_err(fail)?;
-            std::fs::remove_dir_all(&aside).map_err(fail)?;
-            std::fs::remove_file(copy_note(to)).map_err(fail)?;
+            // The copy is in place: what follows is tidying, and a failure
+            // there must not read as "the data did not move" (the next
+            // move over these dirs finishes it, by the note).
+            let _ = fsutil::sync_dir(to);
+            if std::fs::rename(from.join("member"), &aside).is_ok() {
+                let _ = fsutil::sync_dir(from);
+                let _ = std::fs::remove_dir_all(&aside);
+                let _ = std::fs::remove_file(copy_note(to));
+            }
+            return Ok(());
         }
         Err(e) => return Err(fail(e)),
     }

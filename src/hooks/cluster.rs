@@ -370,7 +370,7 @@ fn prepare(ctx: &HookContext) -> Result<Option<(Installed, Options, Option<Strin
         super::unmanaged::report(ctx)?;
         return Ok(None);
     };
-    if let Some(why) = super::storage::unmounted(ctx.paths) {
+    if let Some(why) = super::storage::guard(ctx.paths) {
         tools.status_set(Status::Blocked, &why)?;
         return Ok(None);
     }

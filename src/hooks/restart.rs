@@ -254,6 +254,13 @@ pub fn take_turn(
     if changes.is_empty() {
         return Ok(Turn::Done { restarted: false });
     }
+    if let Some(why) = plan.move_blocked() {
+        // Not this unit's turn while it cannot use it: the others go on.
+        if let Some(rid) = rid {
+            ask(ctx, rid, None, leader, settings)?;
+        }
+        return Ok(Turn::Waiting(format!("restart held back: {why}")));
+    }
     let what = changes.join(", ");
     let mine = match rid {
         Some(rid) => ask(ctx, rid, Some(plan.digest()), leader, settings)?,
@@ -361,10 +368,17 @@ pub fn stop_and_move(
     service::disable().map_err(service)?;
     service::stop().map_err(service)?;
     if let Err(e) = plan.move_data() {
-        // The config still names the old place, which still holds the
-        // data: etcd goes back to serving from it.
-        let _ = service::enable();
-        let _ = service::start();
+        // Nothing moved: the config still names the old place, which still
+        // holds the data, and etcd goes back to serving from it. Otherwise
+        // it stays stopped until the move is finished.
+        let untouched = plan
+            .relocate
+            .as_ref()
+            .is_some_and(|(from, to)| from.join("member").is_dir() && !to.join("member").is_dir());
+        if untouched {
+            let _ = service::enable();
+            let _ = service::start();
+        }
         return Err(e);
     }
     crate::actions::journal::abort_at("data-moved");

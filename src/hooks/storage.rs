@@ -41,11 +41,18 @@ pub fn data_dir(paths: &Paths) -> Option<PathBuf> {
 /// A volume recorded but not mounted (a reboot without it): etcd stopped
 /// and kept from starting at boot, rather than run on the empty dir below
 /// the mount point; the sentence for the status.
-pub fn unmounted(paths: &Paths) -> Option<String> {
-    data_dir(paths)?;
+pub fn guard(paths: &Paths) -> Option<String> {
+    let data = data_dir(paths)?;
     let point = mount_point(paths);
     if mounted_at(&point).is_some() {
-        return None;
+        // A new unit (no config yet) never starts on a member some other
+        // unit left on a reused volume.
+        return (!paths.conf().exists() && data.join("member").is_dir()).then(|| {
+            format!(
+                "the data storage already holds an etcd member in {} that is not this unit's: etcd will not start on it; detach it and attach a blank volume, or move that data aside",
+                data.display()
+            )
+        });
     }
     let _ = service::disable();
     let _ = service::stop();
@@ -290,6 +297,7 @@ fn fstab(paths: &Paths, uuid: Option<&str>) -> Result<(), Error> {
 /// being removed has left the cluster: its data goes with the volume.
 pub fn detaching(ctx: &HookContext) -> Result<(), Error> {
     let point = mount_point(ctx.paths);
+    let recorded = std::fs::read_to_string(ctx.paths.state_dir().join(STATE)).ok();
     let _ = std::fs::remove_file(ctx.paths.state_dir().join(STATE));
     let _ = std::fs::remove_file(ctx.paths.state_dir().join(REFUSED));
     let conf = EtcdConfig::load(ctx.paths.conf()).ok();
@@ -332,6 +340,13 @@ pub fn detaching(ctx: &HookContext) -> Result<(), Error> {
         service::disable().map_err(service)?;
         service::stop().map_err(service)?;
         super::adopt::move_member(&dir, &back)?;
+        // etcd back on it now: the hook's converge may stop short (a TLS
+        // hold, bad options), and the volume is going.
+        point_config_at(ctx.paths.conf(), &back)?;
+        let _ = service::enable();
+        if let Err(e) = service::start() {
+            ctx.log(&format!("etcd did not start on its data moved back: {e}"));
+        }
         let _ = ctx.tools.log(
             LogLevel::Warning,
             &format!(
@@ -340,9 +355,43 @@ pub fn detaching(ctx: &HookContext) -> Result<(), Error> {
             ),
         );
     }
-    if mounted_at(&point).is_some() {
+    // Only the volume this charm mounted there is unmounted.
+    let canonical =
+        |d: &str| std::fs::canonicalize(d.trim()).unwrap_or_else(|_| PathBuf::from(d.trim()));
+    let ours = match (&recorded, mounted_at(&point)) {
+        (Some(r), Some(there)) => canonical(r) == canonical(&there),
+        _ => false,
+    };
+    if ours {
         checked("umount", &[&point.to_string_lossy()]).map_err(Error::Hook)?;
     }
-    mount_dependency(ctx.paths, false)?;
-    fstab(ctx.paths, None)
+    if recorded.is_some() {
+        mount_dependency(ctx.paths, false)?;
+        fstab(ctx.paths, None)?;
+    }
+    Ok(())
+}
+
+/// Rewrites the config's `data-dir` line (as the charm renders it) to name
+/// `dir`, atomically; the next render writes the same line.
+fn point_config_at(conf: &Path, dir: &Path) -> Result<(), Error> {
+    let fail = |e: std::io::Error| Error::Hook(format!("cannot write {}: {e}", conf.display()));
+    let text = std::fs::read_to_string(conf).map_err(fail)?;
+    let line = format!(
+        "data-dir: {}",
+        serde_json::Value::String(dir.to_string_lossy().into_owned())
+    );
+    let mut out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("data-dir:") {
+                line.clone()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    out.push(String::new());
+    crate::etcd::render::write_if_changed(conf, &out.join("\n")).map_err(fail)?;
+    Ok(())
 }

@@ -71,7 +71,7 @@ fn exported(paths: &Paths) -> Vec<PathBuf> {
 }
 
 const DESCRIPTIONS: [(&str, &str); 2] = [
-    ("health", "etcd member answers, with a leader and quorum"),
+    ("health", "etcd member answers with a leader and quorum"),
     ("alarms", "etcd has no active alarm"),
 ];
 
