@@ -62,6 +62,14 @@ pub fn guard(paths: &Paths) -> Option<String> {
     ))
 }
 
+/// Whether two names are the same device: Juju may name it by id
+/// (`/dev/disk/by-id/…`), the kernel's mount table by its node.
+fn same_device(a: &str, b: &str) -> bool {
+    let canonical =
+        |d: &str| std::fs::canonicalize(d.trim()).unwrap_or_else(|_| PathBuf::from(d.trim()));
+    canonical(a) == canonical(b)
+}
+
 /// Whether `dir` lies on the storage's mount point.
 pub fn on_storage(paths: &Paths, dir: &Path) -> bool {
     dir.starts_with(mount_point(paths))
@@ -143,10 +151,8 @@ pub fn attached(ctx: &HookContext) -> Result<Option<String>, Error> {
     let device = ctx.tools.storage_location()?;
     let device = device.to_string_lossy().to_string();
     let point = mount_point(ctx.paths);
-    // Juju may name the device by id; the kernel's table by its node.
-    let canonical = |d: &str| std::fs::canonicalize(d).unwrap_or_else(|_| PathBuf::from(d));
     if let Some(there) = mounted_at(&point) {
-        if canonical(&there) != canonical(&device) {
+        if !same_device(&there, &device) {
             let why = format!(
                 "{} already has {there} mounted, not the data storage {device}; the charm leaves both alone",
                 point.display()
@@ -356,10 +362,8 @@ pub fn detaching(ctx: &HookContext) -> Result<(), Error> {
         );
     }
     // Only the volume this charm mounted there is unmounted.
-    let canonical =
-        |d: &str| std::fs::canonicalize(d.trim()).unwrap_or_else(|_| PathBuf::from(d.trim()));
     let ours = match (&recorded, mounted_at(&point)) {
-        (Some(r), Some(there)) => canonical(r) == canonical(&there),
+        (Some(r), Some(there)) => same_device(r, &there),
         _ => false,
     };
     if ours {
