@@ -119,29 +119,6 @@ fn easyrsa_at_deploy_gives_three_units_tls() {
     }
     serve(&model, &rid, &|m, r| easyrsa.answer(m, r));
     model.run_all("update-status");
-    if std::env::var("DEBUG_CALLS").is_ok() {
-        let u = model.unit("etcd/1");
-        let calls = fs::read_to_string(u.dir.join("juju/calls.jsonl")).unwrap_or_default();
-        let mut last = 0.0;
-        for l in calls
-            .lines()
-            .rev()
-            .take(80)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let at = v["time"].as_f64().unwrap_or(0.0);
-            println!(
-                "DEBUG +{:.3} {} {}",
-                at - last,
-                v["tool"],
-                v["args"].to_string().chars().take(80).collect::<String>()
-            );
-            last = at;
-        }
-    }
     // What each unit asked for, as layer-etcd asks it.
     let req = model.relation_data(&rid, "etcd/1");
     assert_eq!(req["unit_name"], "etcd_1");
@@ -155,7 +132,7 @@ fn easyrsa_at_deploy_gives_three_units_tls() {
         fs::read_to_string(common(&model, "etcd/2").join("client.crt")).expect("client"),
         easyrsa.client().0
     );
-    assert_status(&model, 3);
+    settle(&model, 3);
     let db = assert_tls_everywhere(&model, &t, &easyrsa.ca_pem());
     charmed_kubernetes_relations(&model, &t, &easyrsa);
     let sans_before = model.relation_data(&rid, "etcd/0")["sans"].clone();
@@ -164,11 +141,9 @@ fn easyrsa_at_deploy_gives_three_units_tls() {
     // one removed leaves the others' certificates and the clients' data right.
     model.add_unit(3);
     serve(&model, &rid, &|m, r| easyrsa.answer(m, r));
-    model.run_all("update-status");
-    assert_status(&model, 4);
+    settle(&model, 4);
     model.remove_unit("etcd/1");
-    model.run_all("update-status");
-    assert_status(&model, 3);
+    settle(&model, 3);
     assert_eq!(model.relation_data(&rid, "etcd/0")["sans"], sans_before);
     let data = model.relation_data(&db, "etcd/3");
     let mut want: Vec<String> = model
@@ -584,8 +559,7 @@ fn a_running_http_cluster_moves_to_tls_then_renews_and_rotates_its_ca() {
     for n in 0..3 {
         model.add_unit(n);
     }
-    model.run_all("update-status");
-    assert_status(&model, 3);
+    settle(&model, 3);
     let db = model.relate("db", "client/0");
     let easyrsa = Easyrsa::new();
     let rid = model.relate("certificates", EASYRSA);
@@ -658,8 +632,7 @@ fn tls_options_on_a_running_cluster_move_it_to_tls() {
     for n in 0..3 {
         model.add_unit(n);
     }
-    model.run_all("update-status");
-    assert_status(&model, 3);
+    settle(&model, 3);
     let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
     let tls = support::tls();
     let pairs: Vec<String> = [
