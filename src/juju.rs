@@ -135,6 +135,8 @@ pub trait HookTools {
     fn relation_get_app(&self, id: &str, app: &str) -> Result<Settings, JujuError>;
     /// Sets (empty value: deletes) this unit's settings in relation `id`.
     fn relation_set(&self, id: &str, pairs: &[(&str, String)]) -> Result<(), JujuError>;
+    /// Sets this application's settings in relation `id` (leader only).
+    fn relation_set_app(&self, id: &str, pairs: &[(&str, String)]) -> Result<(), JujuError>;
     /// The application config, every option with its value or default.
     fn config(&self) -> Result<Map<String, Value>, JujuError>;
     fn is_leader(&self) -> Result<bool, JujuError>;
@@ -212,6 +214,46 @@ fn json_strings(tool: &str, out: &Output) -> Result<Vec<String>, JujuError> {
 pub struct ProcessTools;
 
 impl ProcessTools {
+    /// The settings go in as YAML on stdin (`--file -`), never on the
+    /// command line, where any local user could read a key in /proc.
+    fn set_relation(&self, id: &str, pairs: &[(&str, String)], app: bool) -> Result<(), JujuError> {
+        use std::io::Write;
+        use std::process::Stdio;
+        let tool = "relation-set";
+        let map: BTreeMap<&str, &str> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let yaml = serde_yaml::to_string(&map).map_err(|e| JujuError::BadOutput {
+            tool: tool.into(),
+            detail: e.to_string(),
+        })?;
+        let spawn = |source| JujuError::Spawn {
+            tool: tool.into(),
+            source,
+        };
+        let mut args = vec!["-r", id, "--file", "-"];
+        if app {
+            args.insert(0, "--app");
+        }
+        let mut child = Command::new(tool)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(yaml.as_bytes()).map_err(spawn)?;
+        }
+        let out = child.wait_with_output().map_err(spawn)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(JujuError::Failed {
+                tool: tool.into(),
+                stderr: first_line(&out.stderr),
+            })
+        }
+    }
+
     fn run(&self, tool: &str, args: &[&str]) -> Result<Output, JujuError> {
         let out = Command::new(tool)
             .args(args)
@@ -338,40 +380,12 @@ impl HookTools for ProcessTools {
         json_settings("relation-get", &out)
     }
 
-    /// The settings go in as YAML on stdin (`--file -`), never on the
-    /// command line, where any local user could read a key in /proc.
     fn relation_set(&self, id: &str, pairs: &[(&str, String)]) -> Result<(), JujuError> {
-        use std::io::Write;
-        use std::process::Stdio;
-        let tool = "relation-set";
-        let map: BTreeMap<&str, &str> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let yaml = serde_yaml::to_string(&map).map_err(|e| JujuError::BadOutput {
-            tool: tool.into(),
-            detail: e.to_string(),
-        })?;
-        let spawn = |source| JujuError::Spawn {
-            tool: tool.into(),
-            source,
-        };
-        let mut child = Command::new(tool)
-            .args(["-r", id, "--file", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(spawn)?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(yaml.as_bytes()).map_err(spawn)?;
-        }
-        let out = child.wait_with_output().map_err(spawn)?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(JujuError::Failed {
-                tool: tool.into(),
-                stderr: first_line(&out.stderr),
-            })
-        }
+        self.set_relation(id, pairs, false)
+    }
+
+    fn relation_set_app(&self, id: &str, pairs: &[(&str, String)]) -> Result<(), JujuError> {
+        self.set_relation(id, pairs, true)
     }
 
     fn config(&self) -> Result<Map<String, Value>, JujuError> {

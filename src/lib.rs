@@ -17,6 +17,7 @@ pub mod paths;
 pub mod relations;
 pub mod roll;
 pub mod service;
+pub mod store;
 pub mod timefmt;
 pub mod upgrade;
 

@@ -97,11 +97,20 @@ fn snapshot_of_known_keys(version: &'static str, tls: bool) {
     let o = unit.run_action("snapshot", &[&format!("target={}", target.display())]);
     o.assert_completed();
 
-    // The file: name, mode, checksum, size.
+    // The file: name, mode, checksum, size; and its record beside it.
     let files = list(&target);
-    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files.len(), 2, "{files:?}");
     assert!(is_archive_name(&files[0]), "{}", files[0]);
+    assert_eq!(files[1], format!("{}.json", files[0]));
     let path = target.join(&files[0]);
+    let record_path = target.join(&files[1]);
+    assert_eq!(mode(&record_path), 0o600);
+    let record: serde_json::Value =
+        serde_json::from_slice(&fs::read(&record_path).expect("record")).expect("record json");
+    assert_eq!(record["archive"], files[0].as_str());
+    assert_eq!(record["sha256"], o.result("snapshot.sha256"));
+    assert_eq!(record["bytes"].to_string(), o.result("snapshot.bytes"));
+    assert_eq!(record["manifest"]["revision"].as_i64(), Some(revision));
     assert_eq!(o.result("snapshot.path"), path.display().to_string());
     assert_eq!(mode(&path), 0o600);
     assert_eq!(mode(&target), 0o700);
@@ -525,13 +534,18 @@ fn keep_two_after_three_snapshots() {
         assert!(Path::new(p).is_file(), "{p} kept");
     }
     assert!(!Path::new(&made[0]).exists(), "oldest removed");
+    // Each archive's record goes with it, and stays while it stays.
+    assert!(!Path::new(&format!("{}.json", made[0])).exists());
+    for p in &made[1..] {
+        assert!(Path::new(&format!("{p}.json")).is_file(), "{p}.json kept");
+    }
     for name in others {
         assert_eq!(fs::read_to_string(target.join(name)).expect("kept"), name);
     }
     assert!(target
         .join("etcd-snapshot-2000-01-01-00.00.00.tar.gz")
         .is_dir());
-    assert_eq!(list(&target).len(), others.len() + 1 + 2);
+    assert_eq!(list(&target).len(), others.len() + 1 + 2 * 2);
 
     // An archive named later than now (copied in, or the clock stepped
     // back): retention keeps the one just written and never counts or

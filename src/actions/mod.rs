@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod defrag;
 pub mod health;
 pub mod journal;
+pub mod list_backups;
 pub mod params;
 pub mod restore;
 pub mod snap_upgrade;
@@ -94,6 +95,7 @@ pub fn run(name: &str, ctx: &ActionContext) -> Result<Results, Error> {
         "alarm-list" => alarm::list(ctx),
         "alarm-disarm" => alarm::disarm(ctx),
         "snap-upgrade" => snap_upgrade::run(ctx),
+        "list-backups" => list_backups::run(ctx),
         other => Err(Error::UnknownAction(other.to_string())),
     }
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use crate::actions::journal::{roll_back, Journal, JournalError, Step, BACKUP_LEVEL};
 use crate::actions::{params, ActionContext};
-use crate::archive::reader::{verify_and_stage, Staged, VerifyError};
+use crate::archive::naming::archive_stamp;
+use crate::archive::reader::{verify_and_stage, verify_stream_and_stage, Staged, VerifyError};
+use crate::archive::Record;
 use crate::archive::{ArchiveFile, OutputError};
 use crate::error::Error;
 use crate::etcd::client::{MemberInfo, MemberStatus};
@@ -26,6 +28,8 @@ use crate::fsutil::{self, human_size, DirError, WorkDir};
 use crate::juju::Results;
 use crate::lock::ActionLock;
 use crate::service;
+use crate::store::download::{self, ObjectReader};
+use crate::store::{Store, Stores, Timeouts};
 use crate::timefmt::UtcTime;
 
 pub const DEFAULT_TARGET: &str = "/home/ubuntu/etcd-backups";
@@ -41,6 +45,16 @@ pub enum RestoreError {
     NoSource(PathBuf),
     #[error("the source {0} is empty")]
     EmptySource(PathBuf),
+    #[error("give either source or backup-id, not both")]
+    TwoSources,
+    #[error("backup-id {0:?} is not a backup ID: IDs are archive names such as etcd-snapshot-2026-11-23-20.41.47.tar.gz, as list-backups shows them")]
+    BadId(String),
+    #[error("backup-id needs an object store: relate this application to the s3-integrator that holds the backup (s3-credentials)")]
+    NoStore,
+    #[error("there is no backup {id} in {stores}; list-backups shows the IDs there")]
+    NoBackup { id: String, stores: String },
+    #[error("{0}; etcd was not touched")]
+    Store(crate::store::StoreError),
     #[error("{0}; etcd was not touched")]
     Verify(#[from] VerifyError),
     #[error("the cluster has {count} members ({list}); restore only rebuilds a single-member cluster: deploy a new single-unit etcd application with this snapshot as its resource, run restore there, then grow it with juju add-unit")]
@@ -86,7 +100,9 @@ pub struct RestoreParams {
     pub skip_backup: bool,
     pub bump_revision: u64,
     pub source: Option<PathBuf>,
+    pub backup_id: Option<String>,
     pub start_timeout: Duration,
+    pub stall_timeout: Duration,
 }
 
 impl RestoreParams {
@@ -96,13 +112,126 @@ impl RestoreParams {
             skip_backup: params::boolean(p, "skip-backup", false)?,
             bump_revision: params::integer(p, "bump-revision", 0, 0..=(i64::MAX as u64 / 2))?,
             source: params::optional_string(p, "source")?.map(PathBuf::from),
+            backup_id: params::optional_string(p, "backup-id")?.map(|s| s.trim().to_string()),
             start_timeout: Duration::from_secs(params::integer(p, "start-timeout", 120, 1..=3600)?),
+            stall_timeout: Duration::from_secs(params::integer(
+                p,
+                "stall-timeout",
+                60,
+                1..=86_400,
+            )?),
         })
     }
 }
 
-/// The snapshot to restore: `source`, else the `snapshot` resource.
-fn find_source(ctx: &ActionContext, p: &RestoreParams) -> Result<PathBuf, Error> {
+/// The snapshot to restore: a file on the unit, or an object in a store.
+enum Source {
+    File(PathBuf),
+    Object(Box<Stored>),
+}
+
+/// A backup in a store, found by its ID.
+struct Stored {
+    store: Store,
+    key: String,
+    bytes: u64,
+    record: Option<Record>,
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Object(o) => format!("{} in {}", o.key, o.store.url()),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        match self {
+            Source::File(p) => fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+            Source::Object(o) => o.bytes,
+        }
+    }
+
+    /// Verifies the whole archive while staging its db; an object is
+    /// streamed, never copied whole to the unit.
+    fn stage(&self, staging: &Path) -> Result<Staged, Error> {
+        match self {
+            Source::File(path) => Ok(verify_and_stage(path, staging).map_err(RestoreError::from)?),
+            Source::Object(o) => {
+                let (reader, size) =
+                    ObjectReader::open(&o.store, &o.key).map_err(RestoreError::Store)?;
+                let expect = o.record.as_ref().map(|r| (r.sha256.as_str(), r.bytes));
+                Ok(verify_stream_and_stage(reader, size, staging, expect)
+                    .map_err(RestoreError::from)?)
+            }
+        }
+    }
+}
+
+/// The backup `id` in the first related store that holds it, with its
+/// record when it has one.
+fn find_backup(ctx: &ActionContext, p: &RestoreParams, id: &str) -> Result<Source, Error> {
+    if id.contains('/') || archive_stamp(id).is_none() {
+        return Err(RestoreError::BadId(id.to_string()).into());
+    }
+    let stores = Stores::load(&ctx.paths.state_dir()).map_err(RestoreError::Store)?;
+    if stores.is_empty() {
+        return Err(RestoreError::NoStore.into());
+    }
+    let app = ctx.env.unit_name.split('/').next().unwrap_or("etcd");
+    let rt = crate::actions::runtime()?;
+    let stall = p.stall_timeout;
+    for settings in stores.stores.values() {
+        let store = Store::open(settings, Timeouts { stall }).map_err(RestoreError::Store)?;
+        let key = settings.key(app, id);
+        let Some(bytes) = rt
+            .block_on(download::size(&store, &key))
+            .map_err(RestoreError::Store)?
+        else {
+            continue;
+        };
+        let record = rt
+            .block_on(download::record(&store, &key))
+            .map_err(RestoreError::Store)?
+            .filter(|r| r.archive == id);
+        if record.is_none() {
+            ctx.progress(&format!(
+                "{key} in {} has no record beside it: its contents are verified, but not against a checksum taken when it was written",
+                store.url()
+            ));
+        }
+        return Ok(Source::Object(Box::new(Stored {
+            store,
+            key,
+            bytes,
+            record,
+        })));
+    }
+    Err(RestoreError::NoBackup {
+        id: id.to_string(),
+        stores: stores
+            .stores
+            .values()
+            .map(|s| s.url())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+    .into())
+}
+
+/// The snapshot to restore: `backup-id`, `source`, else the `snapshot`
+/// resource.
+fn find_source(ctx: &ActionContext, p: &RestoreParams) -> Result<Source, Error> {
+    match (&p.backup_id, &p.source) {
+        (Some(_), Some(_)) => return Err(RestoreError::TwoSources.into()),
+        (Some(id), None) => return find_backup(ctx, p, id),
+        _ => {}
+    }
+    find_file(ctx, p).map(Source::File)
+}
+
+fn find_file(ctx: &ActionContext, p: &RestoreParams) -> Result<PathBuf, Error> {
     let app = ctx
         .env
         .unit_name
@@ -399,10 +528,10 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     let mut staging = WorkDir::create(staging_path).map_err(|e| prepare(e.to_string()))?;
 
     // The staged db is at least as big as the archive holding it.
-    let archive_bytes = fs::metadata(&source).map(|m| m.len()).unwrap_or(0);
+    let archive_bytes = source.bytes();
     check_space("the snapshot's db", staging.path(), archive_bytes)?;
-    ctx.progress(&format!("verifying {}", source.display()));
-    let staged: Staged = verify_and_stage(&source, staging.path()).map_err(RestoreError::from)?;
+    ctx.progress(&format!("verifying {}", source.describe()));
+    let staged: Staged = source.stage(staging.path())?;
     // etcd moves data forward across minor versions, never back.
     if let Some(m) = &staged.manifest {
         let unit_version = before
@@ -653,7 +782,7 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
         started.elapsed().as_secs_f64(),
         fsutil::peak_rss().map_or_else(|| "unknown".to_string(), human_size)
     ));
-    r.set("restore.source", source.display().to_string())?;
+    r.set("restore.source", source.describe())?;
     r.set("restore.kind", staged.kind)?;
     r.set("restore.revision", status.revision.to_string())?;
     r.set("restore.snapshot-revision", snapshot_revision.to_string())?;

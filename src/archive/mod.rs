@@ -6,11 +6,13 @@ pub mod naming;
 pub mod output;
 pub mod pgzip;
 pub mod reader;
+pub mod record;
 pub mod tarread;
 pub mod writer;
 
 pub use manifest::Manifest;
 pub use output::{ArchiveFile, OutputError, Published};
+pub use record::Record;
 pub use writer::{ArchiveWriter, HashingWriter};
 
 /// Name of the db entry inside an archive.

@@ -8,14 +8,32 @@ pub fn snapshot_name(stamp: &str) -> String {
     format!("{SNAPSHOT_PREFIX}{stamp}{SUFFIX}")
 }
 
+/// Suffix of an archive encrypted with age.
+pub const AGE_SUFFIX: &str = ".tar.gz.age";
+
 /// True only for names this charm would write: the exact stamp shape.
 pub fn is_snapshot_name(name: &str) -> bool {
-    let Some(stamp) = name
-        .strip_prefix(SNAPSHOT_PREFIX)
+    name.strip_prefix(SNAPSHOT_PREFIX)
         .and_then(|s| s.strip_suffix(SUFFIX))
-    else {
-        return false;
-    };
+        .is_some_and(is_stamp)
+}
+
+/// The stamp of an archive name this charm writes, plain or encrypted.
+pub fn archive_stamp(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix(SNAPSHOT_PREFIX)?;
+    let stamp = rest
+        .strip_suffix(SUFFIX)
+        .or_else(|| rest.strip_suffix(AGE_SUFFIX))?;
+    is_stamp(stamp).then_some(stamp)
+}
+
+/// `YYYY-MM-DD-HH.MM.SS` as RFC 3339 (UTC).
+pub fn stamp_rfc3339(stamp: &str) -> String {
+    let (date, time) = stamp.split_at(10.min(stamp.len()));
+    format!("{date}T{}Z", time.trim_start_matches('-').replace('.', ":"))
+}
+
+fn is_stamp(stamp: &str) -> bool {
     // YYYY-MM-DD-HH.MM.SS
     const SHAPE: &[u8] = b"dddd-dd-dd-dd.dd.dd";
     stamp.len() == SHAPE.len()
@@ -44,6 +62,11 @@ mod tests {
             "notes.txt",
         ] {
             assert!(!is_snapshot_name(other), "{other}");
+            assert_eq!(archive_stamp(other), None, "{other}");
         }
+        let age = "etcd-snapshot-2026-11-23-20.41.47.tar.gz.age";
+        assert!(!is_snapshot_name(age));
+        assert_eq!(archive_stamp(age), Some("2026-11-23-20.41.47"));
+        assert_eq!(stamp_rfc3339("2026-11-23-20.41.47"), "2026-11-23T20:41:47Z");
     }
 }

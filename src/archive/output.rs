@@ -4,7 +4,7 @@
 //! `publish`, it leaves nothing behind.
 
 use std::fs::File;
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::{ArchiveWriter, HashingWriter};
@@ -12,12 +12,68 @@ use crate::fsutil::{self, PartFile};
 
 const WRITE_BUFFER: usize = 1 << 20;
 
-pub type Writer = ArchiveWriter<HashingWriter<BufWriter<File>>>;
+/// Another place the archive's bytes go as they are written (an upload).
+/// It keeps its own failure: a local file goes on without it.
+pub trait SideSink: Write {
+    /// Why it failed, once it has.
+    fn failure(&self) -> Option<String>;
+}
 
-pub struct ArchiveFile {
-    part: PartFile,
+/// No side output: a local archive only.
+pub enum NoSide {}
+
+impl Write for NoSide {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        match *self {}
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match *self {}
+    }
+}
+
+impl SideSink for NoSide {
+    fn failure(&self) -> Option<String> {
+        match *self {}
+    }
+}
+
+/// The local file (if any) and the side outputs, fed the same bytes.
+pub struct Tee<S: SideSink> {
+    file: Option<BufWriter<File>>,
+    sides: Vec<S>,
+}
+
+impl<S: SideSink> Write for Tee<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(f) = &mut self.file {
+            f.write_all(buf)?;
+        }
+        for s in &mut self.sides {
+            s.write_all(buf)?;
+        }
+        if self.file.is_none() {
+            let failures: Option<Vec<String>> = self.sides.iter().map(|s| s.failure()).collect();
+            if let Some(all) = failures {
+                return Err(io::Error::other(all.join("; ")));
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+pub type Writer<S = NoSide> = ArchiveWriter<HashingWriter<Tee<S>>>;
+
+pub struct ArchiveFile<S: SideSink = NoSide> {
+    part: Option<PartFile>,
     final_path: PathBuf,
-    writer: Writer,
+    writer: Writer<S>,
 }
 
 /// A published archive.
@@ -39,8 +95,32 @@ pub enum OutputError {
     Finish { path: PathBuf, source: io::Error },
 }
 
-impl ArchiveFile {
+impl ArchiveFile<NoSide> {
     pub fn create(dir: &Path, name: &str, level: u32) -> Result<Self, OutputError> {
+        ArchiveFile::create_with(Some(dir), name, level, Vec::new())
+    }
+
+    pub fn publish(self) -> Result<Published, OutputError> {
+        self.publish_all().map(|(p, _)| p)
+    }
+}
+
+impl<S: SideSink> ArchiveFile<S> {
+    /// An archive written to `dir` (when given) and to every side output.
+    pub fn create_with(
+        dir: Option<&Path>,
+        name: &str,
+        level: u32,
+        sides: Vec<S>,
+    ) -> Result<Self, OutputError> {
+        let Some(dir) = dir else {
+            let tee = Tee { file: None, sides };
+            return Ok(ArchiveFile {
+                part: None,
+                final_path: PathBuf::from(name),
+                writer: ArchiveWriter::new(HashingWriter::new(tee), level),
+            });
+        };
         let final_path = dir.join(name);
         if final_path.symlink_metadata().is_ok() {
             return Err(OutputError::Exists(final_path));
@@ -66,9 +146,13 @@ impl ArchiveFile {
                 }
             })?;
         }
-        let out = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file));
+        let tee = Tee {
+            file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            sides,
+        };
+        let out = HashingWriter::new(tee);
         Ok(ArchiveFile {
-            part: PartFile::new(part_path),
+            part: Some(PartFile::new(part_path)),
             final_path,
             writer: ArchiveWriter::new(out, level),
         })
@@ -78,21 +162,35 @@ impl ArchiveFile {
         &self.final_path
     }
 
-    pub fn writer(&mut self) -> &mut Writer {
+    pub fn writer(&mut self) -> &mut Writer<S> {
         &mut self.writer
     }
 
-    pub fn publish(self) -> Result<Published, OutputError> {
+    /// Ends the archive; the local file (if any) is published, and the
+    /// side outputs are handed back to be finished with its checksum.
+    pub fn publish_all(self) -> Result<(Published, Vec<S>), OutputError> {
         let ArchiveFile {
             part,
             final_path,
             writer,
         } = self;
+        let at = part
+            .as_ref()
+            .map_or(final_path.clone(), |p| p.path().to_path_buf());
         let finish = |source| OutputError::Finish {
-            path: part.path().to_path_buf(),
+            path: at.clone(),
             source,
         };
-        let (buffered, sha256, bytes) = writer.finish().map_err(finish)?.into_parts();
+        let (tee, sha256, bytes) = writer.finish().map_err(finish)?.into_parts();
+        let Tee { file, sides } = tee;
+        let published = Published {
+            path: final_path.clone(),
+            sha256,
+            bytes,
+        };
+        let (Some(buffered), Some(part)) = (file, part) else {
+            return Ok((published, sides));
+        };
         let file = buffered.into_inner().map_err(|e| finish(e.into_error()))?;
         file.sync_all().map_err(finish)?;
         drop(file);
@@ -109,10 +207,6 @@ impl ArchiveFile {
             path: final_path.clone(),
             source,
         })?;
-        Ok(Published {
-            path: final_path,
-            sha256,
-            bytes,
-        })
+        Ok((published, sides))
     }
 }

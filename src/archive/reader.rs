@@ -92,6 +92,15 @@ pub enum VerifyError {
     },
     #[error("the snapshot archive holds no db")]
     NoDb,
+    #[error("the object is not a tar.gz snapshot archive")]
+    NotArchive,
+    #[error("the archive read back is {got_bytes} bytes with SHA-256 {got}, and its record says {want_bytes} bytes with SHA-256 {want}: it was altered or damaged in the store")]
+    Altered {
+        got: String,
+        got_bytes: u64,
+        want: String,
+        want_bytes: u64,
+    },
     #[error("the snapshot's db is not an etcd snapshot ({0})")]
     NotDb(String),
     #[error("the snapshot's db fails its SHA-256 check ({0}); the snapshot is damaged: take or copy it again")]
@@ -265,12 +274,69 @@ fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Reads through and hashes everything it passes on.
+struct HashingReader<R: Read> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Verifies a tar.gz archive read as a stream (an object in a store) and
+/// stages its db in `staging`. `len` is the size the store reports; with
+/// `expect` (SHA-256 hex and size from the archive's record) the whole
+/// stream must hash to it, or nothing staged counts.
+pub fn verify_stream_and_stage(
+    src: impl Read,
+    len: u64,
+    staging: &Path,
+    expect: Option<(&str, u64)>,
+) -> Result<Staged, VerifyError> {
+    let mut hashed = HashingReader {
+        inner: BufReader::with_capacity(1 << 20, src),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let mut head = [0u8; 2];
+    let got = read_up_to(&mut hashed, &mut head).map_err(damaged)?;
+    if got < 2 || head != GZIP_MAGIC {
+        return Err(VerifyError::NotArchive);
+    }
+    let whole = io::Cursor::new(head).chain(&mut hashed);
+    let staged = verify_tar_gz_from(whole, len, &staging.join("db"))?;
+    io::copy(&mut hashed, &mut io::sink()).map_err(damaged)?;
+    if let Some((want, want_bytes)) = expect {
+        let got = hex(&hashed.hasher.finalize());
+        if got != want || hashed.bytes != want_bytes {
+            return Err(VerifyError::Altered {
+                got,
+                got_bytes: hashed.bytes,
+                want: want.to_string(),
+                want_bytes,
+            });
+        }
+    }
+    Ok(staged)
+}
+
 fn verify_tar_gz(path: &Path, len: u64, dest: &Path) -> Result<Staged, VerifyError> {
     let file = File::open(path).map_err(|source| VerifyError::Open {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut archive = TarReader::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file)));
+    verify_tar_gz_from(BufReader::with_capacity(1 << 20, file), len, dest)
+}
+
+fn verify_tar_gz_from(src: impl Read, len: u64, dest: &Path) -> Result<Staged, VerifyError> {
+    let mut archive = TarReader::new(MultiGzDecoder::new(src));
     let mut db: Option<(bool, u64, String)> = None;
     let mut manifest: Option<Manifest> = None;
     let mut saw_manifest = false;

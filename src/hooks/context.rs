@@ -149,6 +149,10 @@ impl HookTools for Cached<'_> {
         let key = (id.to_string(), app.to_string());
         memo(&self.apps, key, || self.inner.relation_get_app(id, app))
     }
+    fn relation_set_app(&self, id: &str, pairs: &[(&str, String)]) -> Result<(), JujuError> {
+        self.inner.relation_set_app(id, pairs)
+    }
+
     fn relation_set(&self, id: &str, pairs: &[(&str, String)]) -> Result<(), JujuError> {
         // Checked now, as the tool would, so a bad id fails where it is made.
         self.relation_list(id)?;

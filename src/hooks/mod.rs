@@ -4,6 +4,7 @@
 //! succeed quietly.
 
 mod adopt;
+mod backups;
 mod cluster;
 mod context;
 mod leave;
@@ -21,7 +22,7 @@ use crate::install::{self, Installed};
 use crate::juju::{HookTools, JujuEnv, LogLevel, Status};
 use crate::lock::ActionLock;
 use crate::paths::Paths;
-use crate::relations::{certificates, grafana, nrpe, prometheus, proxy};
+use crate::relations::{certificates, grafana, nrpe, prometheus, proxy, s3};
 use crate::service;
 
 pub use cluster::{DB, PEER};
@@ -59,6 +60,13 @@ fn dispatch(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> 
         || name.starts_with(&format!("{}-relation-", nrpe::ENDPOINT))
     {
         nagios_checks(&ctx, name);
+    }
+    if name.starts_with(&format!("{}-relation-", s3::ENDPOINT))
+        || ["leader-elected", "upgrade-charm", "config-changed"].contains(&name)
+    {
+        for problem in backups::sync(&ctx, name) {
+            ctx.log(&problem);
+        }
     }
     let departing_self = env.departing_unit.is_some()
         && env.departing_unit.as_deref() == Some(env.unit_name.as_str());

@@ -7,6 +7,7 @@ pub mod grafana;
 pub mod nrpe;
 pub mod prometheus;
 pub mod proxy;
+pub mod s3;
 
 use sha2::{Digest, Sha256};
 

@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod layer_etcd;
+pub mod stores;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -694,6 +695,12 @@ impl Unit {
                 .arg(format!("--key={}", client.join("client.key").display()));
         }
         cmd.args(args).output().expect("run etcdctl")
+    }
+
+    /// A secret (a store's key) that must never appear in what the charm
+    /// says on this unit.
+    pub fn remember_secret(&self, value: &str) {
+        self.remember(value.as_bytes());
     }
 
     fn remember(&self, value: &[u8]) {

@@ -1,0 +1,483 @@
+//! Streaming an archive into a store while it is written: the archive
+//! writer hands whole parts to an uploader thread (its own runtime, so a
+//! slow store never runs on the action's), which keeps at most two parts
+//! in flight. Memory stays at a few parts whatever the archive's size.
+//!
+//! The multipart upload's ID is recorded in the state dir before the first
+//! part, and forgotten only once the upload is completed or aborted: an
+//! upload cut short by a crash or a dead store is aborted by the next run.
+//! An object appears only when the upload completes, and counts as a
+//! backup only once its record is beside it.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use object_store::multipart::PartId;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    Attribute, AttributeValue, Attributes, ObjectStoreExt, PutMultipartOptions, PutPayload,
+};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use super::{Kind, Record, Store, StoreError, Stores, RECORD_SUFFIX};
+use crate::fsutil;
+
+/// Part size: S3 takes at most 10,000 parts, so archives up to 80 GB.
+pub const PART: usize = 8 << 20;
+/// Parts uploading at once; with one being filled and one queued, the
+/// memory an upload holds is about four parts.
+const IN_FLIGHT: usize = 2;
+/// The uploads not yet completed or aborted.
+const PENDING_FILE: &str = "store-uploads.json";
+
+enum Msg {
+    Part(Vec<u8>),
+    Finish(Box<Record>),
+}
+
+/// What an upload left in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub url: String,
+    pub key: String,
+    pub bytes: u64,
+}
+
+/// The writer side of one upload.
+pub struct Upload {
+    url: String,
+    tx: Option<SyncSender<Msg>>,
+    buf: Vec<u8>,
+    thread: Option<JoinHandle<Result<Uploaded, StoreError>>>,
+    error: Option<StoreError>,
+}
+
+impl Upload {
+    /// Starts the upload of `key`; nothing is visible in the store until
+    /// `finish` succeeds.
+    pub fn start(
+        store: &Store,
+        key: &str,
+        metadata: Vec<(&'static str, String)>,
+        state_dir: &Path,
+    ) -> Upload {
+        let (tx, rx) = sync_channel(1);
+        let worker = Worker {
+            store: store.clone(),
+            key: key.to_string(),
+            metadata,
+            state_dir: state_dir.to_path_buf(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("upload".into())
+            .spawn(move || worker.run(rx));
+        let (thread, error) = match thread {
+            Ok(t) => (Some(t), None),
+            Err(e) => (
+                None,
+                Some(StoreError::Client {
+                    store: store.url(),
+                    reason: format!("cannot start the upload: {e}"),
+                }),
+            ),
+        };
+        Upload {
+            url: store.url(),
+            tx: thread.as_ref().map(|_| tx),
+            buf: Vec::new(),
+            thread,
+            error,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The upload failed; what it was given since is dropped.
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// Why it failed, when it did.
+    pub fn error(&self) -> Option<&StoreError> {
+        self.error.as_ref()
+    }
+
+    fn send(&mut self, msg: Msg) {
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok());
+        if !sent {
+            self.fail();
+        }
+    }
+
+    /// The worker stopped: collect its reason.
+    fn fail(&mut self) {
+        self.tx = None;
+        self.buf = Vec::new();
+        if self.error.is_some() {
+            return;
+        }
+        let reason = match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            _ => StoreError::Client {
+                store: self.url.clone(),
+                reason: "the upload stopped unexpectedly".into(),
+            },
+        };
+        self.error = Some(reason);
+    }
+
+    /// Sends what is left, completes the upload and writes the record.
+    pub fn finish(mut self, record: Record) -> Result<Uploaded, StoreError> {
+        if !self.buf.is_empty() {
+            let last = std::mem::take(&mut self.buf);
+            self.send(Msg::Part(last));
+        }
+        if self.error.is_none() {
+            self.send(Msg::Finish(Box::new(record)));
+        }
+        self.tx = None;
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err(StoreError::Client {
+                store: self.url.clone(),
+                reason: "the upload stopped unexpectedly".into(),
+            }),
+        }
+    }
+}
+
+impl Drop for Upload {
+    /// Dropped unfinished: the worker sees the channel close and aborts.
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Write for Upload {
+    /// Never fails the archive: a failed upload keeps its reason and the
+    /// local file (if any) goes on.
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.error.is_some() {
+            return Ok(data.len());
+        }
+        self.buf.extend_from_slice(data);
+        while self.buf.len() >= PART && self.error.is_none() {
+            let rest = self.buf.split_off(PART);
+            let part = std::mem::replace(&mut self.buf, rest);
+            self.send(Msg::Part(part));
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl crate::archive::output::SideSink for Upload {
+    fn failure(&self) -> Option<String> {
+        self.error.as_ref().map(ToString::to_string)
+    }
+}
+
+struct Worker {
+    store: Store,
+    key: String,
+    metadata: Vec<(&'static str, String)>,
+    state_dir: PathBuf,
+}
+
+impl Worker {
+    fn run(self, rx: Receiver<Msg>) -> Result<Uploaded, StoreError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| self.err(format!("cannot start the upload's runtime: {e}")))?;
+        rt.block_on(self.upload(rx))
+    }
+
+    fn err(&self, reason: String) -> StoreError {
+        StoreError::Client {
+            store: self.store.url(),
+            reason,
+        }
+    }
+
+    fn stalled(&self) -> StoreError {
+        StoreError::Stalled {
+            store: self.store.url(),
+            secs: self.store.timeouts.stall.as_secs(),
+        }
+    }
+
+    /// A store call bounded by the stall timeout.
+    async fn bounded<T>(
+        &self,
+        f: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.store.timeouts.stall, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.store.error(&e)),
+            Err(_) => Err(self.stalled()),
+        }
+    }
+
+    async fn upload(self, rx: Receiver<Msg>) -> Result<Uploaded, StoreError> {
+        let path = ObjectPath::from(self.key.as_str());
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::ContentType,
+            AttributeValue::from("application/gzip"),
+        );
+        if !self.store.settings.storage_class.is_empty() && self.store.settings.kind == Kind::S3 {
+            attributes.insert(
+                Attribute::StorageClass,
+                AttributeValue::from(self.store.settings.storage_class.clone()),
+            );
+        }
+        for (k, v) in &self.metadata {
+            attributes.insert(
+                Attribute::Metadata((*k).into()),
+                AttributeValue::from(v.clone()),
+            );
+        }
+        if self.store.settings.kind == Kind::Azure {
+            // Azure's block upload takes no attributes.
+            attributes = Attributes::new();
+        }
+        let opts = PutMultipartOptions {
+            attributes,
+            ..Default::default()
+        };
+        let mp = self.store.multipart();
+        let id = self.bounded(mp.create_multipart_opts(&path, opts)).await?;
+        let pending = Pending {
+            kind: self.store.settings.kind,
+            key: self.key.clone(),
+            id: id.clone(),
+        };
+        if let Err(e) = pending.remember(&self.state_dir) {
+            let _ = self.bounded(mp.abort_multipart(&path, &id)).await;
+            return Err(self.err(format!("cannot record the upload in the state dir: {e}")));
+        }
+        let outcome = self.parts(rx, &path, &id).await;
+        match outcome {
+            Ok(done) => {
+                let _ = pending.forget(&self.state_dir);
+                Ok(done)
+            }
+            Err(e) => {
+                // Forgotten only once the store has let go of the parts;
+                // otherwise the next run aborts it.
+                if self.bounded(mp.abort_multipart(&path, &id)).await.is_ok() {
+                    let _ = pending.forget(&self.state_dir);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn parts(
+        &self,
+        rx: Receiver<Msg>,
+        path: &ObjectPath,
+        id: &str,
+    ) -> Result<Uploaded, StoreError> {
+        let mp = self.store.multipart();
+        let mut tasks: JoinSet<(usize, object_store::Result<PartId>)> = JoinSet::new();
+        let mut done: Vec<Option<PartId>> = Vec::new();
+        let mut bytes = 0u64;
+        let mut rx = Some(rx);
+        let record = loop {
+            let (back, msg) = next(rx.take()).await;
+            rx = back;
+            match msg {
+                Some(Msg::Part(data)) => {
+                    while tasks.len() >= IN_FLIGHT {
+                        self.join_one(&mut tasks, &mut done).await?;
+                    }
+                    let idx = done.len();
+                    done.push(None);
+                    bytes += data.len() as u64;
+                    let (mp, path, id) = (mp.clone(), path.clone(), id.to_string());
+                    tasks.spawn(async move {
+                        let r = mp.put_part(&path, &id, idx, PutPayload::from(data)).await;
+                        (idx, r)
+                    });
+                }
+                Some(Msg::Finish(record)) => break record,
+                // The archive failed: the caller dropped its side.
+                None => return Err(self.err("the archive was not completed".into())),
+            }
+        };
+        while !tasks.is_empty() {
+            self.join_one(&mut tasks, &mut done).await?;
+        }
+        let parts: Vec<PartId> = done.into_iter().flatten().collect();
+        self.bounded(mp.complete_multipart(path, &id.to_string(), parts))
+            .await?;
+        let record_key = ObjectPath::from(format!("{}{RECORD_SUFFIX}", self.key));
+        let text = record.to_json();
+        if let Err(e) = self
+            .bounded(
+                self.store
+                    .objects()
+                    .put(&record_key, PutPayload::from(text)),
+            )
+            .await
+        {
+            // An archive without its record is no backup: take it back.
+            let _ = self.bounded(self.store.objects().delete(path)).await;
+            return Err(e);
+        }
+        Ok(Uploaded {
+            url: self.store.url(),
+            key: self.key.clone(),
+            bytes,
+        })
+    }
+
+    /// Waits for one part, at most the stall timeout.
+    async fn join_one(
+        &self,
+        tasks: &mut JoinSet<(usize, object_store::Result<PartId>)>,
+        done: &mut [Option<PartId>],
+    ) -> Result<(), StoreError> {
+        match tokio::time::timeout(self.store.timeouts.stall, tasks.join_next()).await {
+            Err(_) => {
+                tasks.abort_all();
+                Err(self.stalled())
+            }
+            Ok(None) => Ok(()),
+            Ok(Some(Err(e))) => Err(self.err(format!("a part upload failed: {e}"))),
+            Ok(Some(Ok((_, Err(e))))) => {
+                tasks.abort_all();
+                Err(self.store.error(&e))
+            }
+            Ok(Some(Ok((idx, Ok(part))))) => {
+                if let Some(slot) = done.get_mut(idx) {
+                    *slot = Some(part);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The next message, received off the runtime (the channel is std's: the
+/// archive writer runs inside another runtime and must not await).
+async fn next(rx: Option<Receiver<Msg>>) -> (Option<Receiver<Msg>>, Option<Msg>) {
+    let Some(rx) = rx else {
+        return (None, None);
+    };
+    match tokio::task::spawn_blocking(move || {
+        let m = rx.recv().ok();
+        (rx, m)
+    })
+    .await
+    {
+        Ok((rx, m)) => (Some(rx), m),
+        Err(_) => (None, None),
+    }
+}
+
+/// A multipart upload the store may still hold parts of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub kind: Kind,
+    pub key: String,
+    pub id: String,
+}
+
+impl Pending {
+    fn load(state_dir: &Path) -> Vec<Pending> {
+        std::fs::read(state_dir.join(PENDING_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(state_dir: &Path, all: &[Pending]) -> io::Result<()> {
+        let text = serde_json::to_vec_pretty(all).map_err(io::Error::other)?;
+        fsutil::replace_file(&state_dir.join(PENDING_FILE), &text)
+    }
+
+    fn remember(&self, state_dir: &Path) -> io::Result<()> {
+        let mut all = Pending::load(state_dir);
+        all.push(self.clone());
+        Pending::save(state_dir, &all)
+    }
+
+    fn forget(&self, state_dir: &Path) -> io::Result<()> {
+        let mut all = Pending::load(state_dir);
+        all.retain(|p| p != self);
+        Pending::save(state_dir, &all)
+    }
+}
+
+/// Aborts the uploads an earlier run left unfinished (killed, or its store
+/// was unreachable); returns one line per upload, for the operator.
+pub fn abort_leftovers(stores: &Stores, state_dir: &Path, stall: Duration) -> Vec<String> {
+    let left = Pending::load(state_dir);
+    if left.is_empty() {
+        return Vec::new();
+    }
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
+    };
+    let mut notes = Vec::new();
+    for p in left {
+        let Some(settings) = stores.stores.get(&p.kind) else {
+            // The store is no longer related: nothing can reach it.
+            let _ = p.forget(state_dir);
+            continue;
+        };
+        let Ok(store) = Store::open(settings, super::Timeouts { stall }) else {
+            continue;
+        };
+        let path = ObjectPath::from(p.key.as_str());
+        let mp = store.multipart();
+        // The timer must be made inside the runtime.
+        let aborted = rt.block_on(async {
+            tokio::time::timeout(stall, mp.abort_multipart(&path, &p.id)).await
+        });
+        match aborted {
+            // Gone already (completed, aborted or expired) counts as done.
+            Ok(Ok(())) | Ok(Err(object_store::Error::NotFound { .. })) => {
+                let _ = p.forget(state_dir);
+                notes.push(format!(
+                    "aborted the unfinished upload of {} in {}",
+                    p.key,
+                    store.url()
+                ));
+            }
+            Ok(Err(e)) => notes.push(format!(
+                "the unfinished upload of {} in {} is not aborted yet: {}",
+                p.key,
+                store.url(),
+                super::describe(&e)
+            )),
+            Err(_) => notes.push(format!(
+                "the unfinished upload of {} in {} is not aborted yet: the store did not answer",
+                p.key,
+                store.url()
+            )),
+        }
+    }
+    notes
+}

@@ -1,0 +1,332 @@
+//! Backups in object stores, against moto's S3 server on loopback: the
+//! s3-credentials relation as s3-integrator fills it, snapshot to the store
+//! in the same pass as the local archive, list-backups, restore by ID, and
+//! every fault an operator may meet on the way.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::Duration;
+
+use support::stores::{Proxy, S3Server, BUCKET};
+use support::{sha256_file, Etcd, Model, TestDir, Unit};
+
+const V35: &str = "3.5.16";
+const INTEGRATOR: &str = "s3-integrator/0";
+const STATE_DIR: &str = "var/lib/etcd-charm";
+
+/// A one-unit model related to an s3-integrator that answered with
+/// `endpoint` (the server, or a proxy in front of it).
+fn one_unit_with_store(t: &TestDir, s3: &S3Server, endpoint: &str) -> (Model, String) {
+    let mut model = Model::new(t.path(), &Etcd::get(V35));
+    model.add_unit(0);
+    let rid = model.relate("s3-credentials", INTEGRATOR);
+    // The leader asks for a bucket; the integrator answers only then.
+    let asked = model.relation_data(&rid, "etcd");
+    assert_eq!(
+        asked.get("bucket").map(String::as_str),
+        Some("etcd-backups")
+    );
+    model.remote_set(
+        &rid,
+        INTEGRATOR,
+        &s3.integrator_data(endpoint, "/team/"),
+        true,
+    );
+    model.unit("etcd/0").remember_secret(&s3.secret);
+    (model, rid)
+}
+
+fn snap(u: &Unit, t: &TestDir, extra: &[&str]) -> support::Outcome {
+    let target = format!("target={}", t.path().join("snaps").display());
+    let mut params = vec![target.as_str()];
+    params.extend_from_slice(extra);
+    u.run_action("snapshot", &params)
+}
+
+fn record(s3: &S3Server, key: &str, t: &TestDir) -> serde_json::Value {
+    let out = t.path().join("record.json");
+    s3.admin(&[
+        "get",
+        BUCKET,
+        &format!("{key}.json"),
+        &out.display().to_string(),
+    ]);
+    serde_json::from_slice(&fs::read(out).expect("record")).expect("record json")
+}
+
+#[test]
+fn snapshots_go_to_s3_are_listed_and_restore_by_id() {
+    let t = TestDir::new("s3-roundtrip");
+    let s3 = S3Server::start(t.path());
+    let (model, _) = one_unit_with_store(&t, &s3, &s3.endpoint());
+    let u = model.unit("etcd/0");
+
+    // The store's settings are kept for actions and the scheduled run,
+    // private to root.
+    let state = u.root.join(STATE_DIR).join("stores.json");
+    assert_eq!(support::mode(&state) & 0o777, 0o600);
+
+    u.put("/before/first", "in-every-backup");
+    let first = snap(u, &t, &[]);
+    first.assert_completed();
+    // Default destination with a store related: both, in one pass.
+    assert_eq!(first.result("snapshot.destination"), "both");
+    let id = first.result("snapshot.name").to_string();
+    let key = format!("team/etcd/{id}");
+    assert_eq!(first.result("store.key"), key);
+    assert_eq!(first.result("store.url"), format!("s3://{BUCKET}/team"));
+    let local = std::path::PathBuf::from(first.result("snapshot.path"));
+    assert_eq!(
+        first.result("store.bytes"),
+        fs::metadata(&local).expect("local").len().to_string()
+    );
+    // The object is byte for byte the local archive, its record says so,
+    // and its metadata carries the manifest's fields.
+    let got = t.path().join("got.tar.gz");
+    s3.admin(&["get", BUCKET, &key, &got.display().to_string()]);
+    assert_eq!(sha256_file(&got), sha256_file(&local));
+    assert_eq!(sha256_file(&got), first.result("snapshot.sha256"));
+    let rec = record(&s3, &key, &t);
+    assert_eq!(rec["sha256"], first.result("snapshot.sha256"));
+    assert_eq!(rec["archive"], id);
+    assert_eq!(
+        rec["manifest"]["revision"].to_string(),
+        first.result("snapshot.revision")
+    );
+    let head = s3.admin(&["head", BUCKET, &key]);
+    assert_eq!(head["metadata"]["etcd-version"], V35);
+    assert_eq!(
+        head["metadata"]["cluster-id"],
+        first.result("snapshot.cluster-id")
+    );
+    // The local archive has its record too, private like the archive.
+    let local_rec = std::path::PathBuf::from(format!("{}.json", local.display()));
+    assert_eq!(support::mode(&local_rec) & 0o777, 0o600);
+    assert!(s3.uploads().is_empty(), "{:?}", s3.uploads());
+
+    // destination=store writes nothing locally.
+    std::thread::sleep(Duration::from_millis(1100));
+    u.put("/after/first", "only-in-the-second");
+    let second = snap(u, &t, &["destination=store"]);
+    second.assert_completed();
+    assert!(
+        !second.results.contains_key("snapshot.path"),
+        "{:?}",
+        second.results
+    );
+    let id2 = second.result("snapshot.name").to_string();
+    assert!(!t.path().join("snaps").join(&id2).exists());
+
+    // list-backups: newest first, local and stored, with what they hold.
+    let listed = u.run_action(
+        "list-backups",
+        &[&format!("target={}", t.path().join("snaps").display())],
+    );
+    listed.assert_completed();
+    assert_eq!(listed.result("count"), "3");
+    let rows: Vec<serde_json::Value> =
+        serde_yaml::from_str(listed.result("backups")).expect("backups yaml");
+    assert_eq!(rows[0]["id"], id2.as_str());
+    assert_eq!(rows[0]["location"], format!("s3://{BUCKET}/team"));
+    let ids: Vec<&str> = rows.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, [id2.as_str(), id.as_str(), id.as_str()]);
+    for r in &rows {
+        assert_eq!(r["recorded"], true, "{r:?}");
+        assert_eq!(r["etcd_version"], V35);
+    }
+    let table = listed.result("output");
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains(&id2) && table.contains("local"), "{table}");
+
+    // Restore by ID, streamed from the store: the first backup's data,
+    // under a new cluster ID.
+    let (cluster_before, _, _) = u.status();
+    let restored = u.run_action(
+        "restore",
+        &[
+            &format!("backup-id={id}"),
+            &format!("target={}", t.path().join("backups").display()),
+        ],
+    );
+    restored.assert_completed();
+    assert!(restored.result("restore.source").contains(&key));
+    let (cluster_after, _, _) = u.status();
+    assert_ne!(cluster_after, cluster_before);
+    assert_eq!(u.get("/before/first").as_deref(), Some("in-every-backup"));
+    assert_eq!(u.get("/after/first"), None);
+}
+
+#[test]
+fn altered_truncated_and_unknown_backups_are_refused_before_etcd_is_touched() {
+    let t = TestDir::new("s3-hostile");
+    let s3 = S3Server::start(t.path());
+    let (model, _) = one_unit_with_store(&t, &s3, &s3.endpoint());
+    let u = model.unit("etcd/0");
+    u.put("/k", "v-original-value");
+    let o = snap(u, &t, &["destination=store"]);
+    o.assert_completed();
+    let id = o.result("snapshot.name").to_string();
+    let key = format!("team/etcd/{id}");
+    let good = t.path().join("good.tar.gz");
+    s3.admin(&["get", BUCKET, &key, &good.display().to_string()]);
+    let bytes = fs::read(&good).expect("archive");
+    let before = u.status();
+    let restore = |extra: &str| {
+        u.run_action(
+            "restore",
+            &[
+                extra,
+                &format!("target={}", t.path().join("backups").display()),
+            ],
+        )
+    };
+
+    // One byte changed in the middle of the compressed stream.
+    let mut altered = bytes.clone();
+    let mid = altered.len() / 2;
+    altered[mid] ^= 0x40;
+    let f = t.path().join("altered.tar.gz");
+    fs::write(&f, &altered).expect("write");
+    s3.admin(&["put", BUCKET, &key, &f.display().to_string()]);
+    restore(&format!("backup-id={id}")).assert_failed_with("etcd was not touched");
+    assert_eq!(u.status().0, before.0);
+
+    // A valid archive of another time under this ID: only the record
+    // tells, and it does.
+    let other = snap(u, &t, &["destination=local"]);
+    other.assert_completed();
+    s3.admin(&["put", BUCKET, &key, other.result("snapshot.path")]);
+    restore(&format!("backup-id={id}")).assert_failed_with("altered or damaged in the store");
+
+    // Cut short.
+    fs::write(&f, &bytes[..bytes.len() * 2 / 3]).expect("write");
+    s3.admin(&["put", BUCKET, &key, &f.display().to_string()]);
+    restore(&format!("backup-id={id}")).assert_failed_with("etcd was not touched");
+
+    // Unknown and malformed IDs, and two sources at once.
+    restore("backup-id=etcd-snapshot-2001-01-01-00.00.00.tar.gz")
+        .assert_failed_with("there is no backup etcd-snapshot-2001-01-01-00.00.00.tar.gz");
+    restore("backup-id=../../etc/passwd").assert_failed_with("is not a backup ID");
+    u.run_action(
+        "restore",
+        &[&format!("backup-id={id}"), "source=/tmp/x.tar.gz"],
+    )
+    .assert_failed_with("not both");
+    assert_eq!(u.status().0, before.0);
+    assert_eq!(u.get("/k").as_deref(), Some("v-original-value"));
+    // Staging is gone each time.
+    let data_parent = u.root.join("var/snap/etcd/current");
+    let left: Vec<String> = support::list(&data_parent)
+        .into_iter()
+        .filter(|n| n.contains(".restore-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn store_faults_fail_the_upload_and_keep_the_local_archive() {
+    let t = TestDir::new("s3-faults");
+    let s3 = S3Server::start(t.path());
+    let proxy = Proxy::start(s3.port);
+    let (model, rid) = one_unit_with_store(&t, &s3, &proxy.endpoint());
+    let u = model.unit("etcd/0");
+    // Incompressible data, so the archive spans several 8 MiB parts.
+    u.fill(40 << 20, 1 << 20);
+    let set = |data: BTreeMap<String, String>| {
+        model.remote_set(&rid, INTEGRATOR, &data, true);
+    };
+    let snapshots = t.path().join("snaps");
+    let verify_local = |o: &support::Outcome| {
+        let path = o.result("snapshot.path");
+        assert_eq!(
+            sha256_file(std::path::Path::new(path)),
+            o.result("snapshot.sha256")
+        );
+    };
+
+    // The server dies a few parts in: the action fails saying so, the local
+    // archive is complete, no object appears. The upload the dead server
+    // still holds is aborted by the next run.
+    proxy.cut_after(20 << 20);
+    let o = snap(u, &t, &["stall-timeout=10"]);
+    o.assert_failed_with("the snapshot was written to");
+    assert!(
+        o.message.contains("no object was left in the store"),
+        "{}",
+        o.message
+    );
+    assert!(proxy.is_cut());
+    verify_local(&o);
+    proxy.restore();
+    assert!(s3.list("team/").is_empty(), "{:?}", s3.list("team/"));
+    assert_eq!(
+        s3.uploads().len(),
+        1,
+        "the cut upload is still open on the server"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let next = snap(u, &t, &["destination=store"]);
+    next.assert_completed();
+    assert!(
+        next.logs
+            .iter()
+            .any(|l| l.contains("aborted the unfinished upload")),
+        "{:?}",
+        next.logs
+    );
+    assert!(s3.uploads().is_empty(), "{:?}", s3.uploads());
+
+    // A server that stops answering mid-upload: the stall timeout applies,
+    // and the next run aborts the upload once the server answers again.
+    proxy.stall_after(12 << 20);
+    let started = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(1100));
+    let o = snap(u, &t, &["destination=store", "stall-timeout=3"]);
+    o.assert_failed_with("stalled: nothing moved for 3 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
+    proxy.restore();
+    let objects = s3.list("team/");
+    assert_eq!(
+        objects.len(),
+        2,
+        "only the good archive and its record: {objects:?}"
+    );
+    u.run_action("list-backups", &[]).assert_completed();
+
+    // Wrong credentials.
+    let mut wrong = s3.integrator_data(&proxy.endpoint(), "/team/");
+    wrong.insert("secret-key".into(), "not-the-secret-key".into());
+    set(wrong);
+    std::thread::sleep(Duration::from_millis(1100));
+    let o = snap(u, &t, &[]);
+    o.assert_failed_with("refused the credentials");
+    verify_local(&o);
+    u.run_action("list-backups", &[])
+        .assert_failed_with("refused the credentials");
+
+    // No such bucket.
+    let mut nobucket = s3.integrator_data(&proxy.endpoint(), "/team/");
+    nobucket.insert("bucket".into(), "no-such-bucket".into());
+    set(nobucket);
+    std::thread::sleep(Duration::from_millis(1100));
+    snap(u, &t, &["destination=store"]).assert_failed_with("no-such-bucket");
+
+    // Nothing listening at all.
+    let closed = support::free_port(&["127.0.0.1"]);
+    set(s3.integrator_data(&format!("http://127.0.0.1:{closed}"), "/team/"));
+    std::thread::sleep(Duration::from_millis(1100));
+    let o = snap(u, &t, &["destination=store", "stall-timeout=5"]);
+    o.assert_failed_with("no archive was");
+    assert_eq!(s3.list("team/").len(), 2);
+    assert!(s3.uploads().is_empty(), "{:?}", s3.uploads());
+    // Every local archive written on the way is whole.
+    for name in support::list(&snapshots) {
+        assert!(!name.ends_with(".part"), "{name}");
+    }
+}
