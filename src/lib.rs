@@ -16,6 +16,7 @@ pub mod nagios;
 pub mod paths;
 pub mod relations;
 pub mod roll;
+pub mod schedule;
 pub mod service;
 pub mod store;
 pub mod timefmt;

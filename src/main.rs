@@ -32,6 +32,11 @@ fn main() -> ExitCode {
         let code = etcd_charm::nagios::main(&args[2..]);
         return ExitCode::from(u8::try_from(code).unwrap_or(3));
     }
+    // Scheduled backups, run by the leader's systemd timer.
+    if args.get(1).map(String::as_str) == Some("scheduled-backup") {
+        let code = etcd_charm::schedule::run::main();
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let env = JujuEnv::from_process();
     let argv0 = args.first().cloned().unwrap_or_default();
     let tools = ProcessTools;

@@ -31,6 +31,24 @@ fn systemctl(verb: &'static str) -> Result<(), ServiceError> {
     })
 }
 
+/// `systemctl <args>` for another unit of the charm's (the backup timer);
+/// the first line of what went wrong otherwise.
+pub fn systemctl_unit(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("systemctl")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run systemctl: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "systemctl {} failed: {}",
+            args.join(" "),
+            crate::error::command_failure(&out)
+        ))
+    }
+}
+
 pub fn start() -> Result<(), ServiceError> {
     systemctl("start")
 }

@@ -330,3 +330,186 @@ fn store_faults_fail_the_upload_and_keep_the_local_archive() {
         assert!(!name.ends_with(".part"), "{name}");
     }
 }
+
+/// Runs the backup timer's service as systemd would: its ExecStart with
+/// its Environment= lines and systemd's default PATH (no hook tools).
+fn scheduled_cmd(u: &Unit) -> std::process::Command {
+    let text = fs::read_to_string(u.root.join(UNIT_DIR).join("etcd-charm-backup.service"))
+        .expect("the backup service file");
+    let unquote = |s: &str| s.trim().trim_matches('"').to_string();
+    let mut exec = None;
+    let mut env = Vec::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("Environment=") {
+            let kv = unquote(v);
+            let (k, v) = kv.split_once('=').expect("K=V");
+            env.push((k.to_string(), v.to_string()));
+        } else if let Some(v) = line.strip_prefix("ExecStart=") {
+            let (path, arg) = v.rsplit_once(' ').expect("ExecStart path and argument");
+            exec = Some((unquote(path), arg.to_string()));
+        }
+    }
+    let (path, arg) = exec.expect("ExecStart");
+    let mut cmd = std::process::Command::new(path);
+    cmd.arg(arg)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .envs(env);
+    cmd
+}
+
+fn run_scheduled(u: &Unit) -> std::process::Output {
+    scheduled_cmd(u).output().expect("scheduled run")
+}
+
+const UNIT_DIR: &str = "etc/systemd/system";
+
+fn timer_on(u: &Unit) -> bool {
+    let states: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(u.dir.join("svc/units.json")).unwrap_or_default())
+            .unwrap_or_default();
+    let file = u
+        .root
+        .join(UNIT_DIR)
+        .join("etcd-charm-backup.timer")
+        .exists();
+    let st = &states["etcd-charm-backup.timer"];
+    assert_eq!(
+        file,
+        st["enabled"] == true && st["active"] == true,
+        "{}: timer file and systemd disagree: {states}",
+        u.spec.unit
+    );
+    file
+}
+
+#[test]
+fn scheduled_backups_run_on_the_leader_prune_and_report() {
+    let t = TestDir::new("s3-schedule");
+    let s3 = S3Server::start(t.path());
+    let proxy = Proxy::start(s3.port);
+    let mut model = Model::new(t.path(), &Etcd::get(V35));
+    model.add_unit(0);
+    model.add_unit(1);
+    let rid = model.relate("s3-credentials", INTEGRATOR);
+    model.remote_set(
+        &rid,
+        INTEGRATOR,
+        &s3.integrator_data(&proxy.endpoint(), "team"),
+        true,
+    );
+    for u in &model.units {
+        u.remember_secret(&s3.secret);
+    }
+    model.config(&["backup_schedule=*-*-* 02:30:00", "backup_retention_count=2"]);
+    let leader = model.leader();
+    let other = if leader == "etcd/0" {
+        "etcd/1"
+    } else {
+        "etcd/0"
+    };
+    let (lu, ou) = (model.unit(&leader), model.unit(other));
+    assert!(timer_on(lu) && !timer_on(ou));
+    let timer =
+        fs::read_to_string(lu.root.join(UNIT_DIR).join("etcd-charm-backup.timer")).expect("timer");
+    assert!(timer.contains("OnCalendar=*-*-* 02:30:00"), "{timer}");
+
+    // Objects that are not this charm's archives are never pruned.
+    let foreign = t.path().join("foreign");
+    fs::write(&foreign, "not a backup").expect("write");
+    for key in [
+        "team/etcd/notes.txt",
+        "team/etcd/etcd-snapshot-latest.tar.gz",
+    ] {
+        s3.admin(&["put", BUCKET, key, &foreign.display().to_string()]);
+    }
+    for _ in 0..3 {
+        let out = run_scheduled(lu);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let mut keys: Vec<String> = s3.list("team/").into_iter().map(|(k, _)| k).collect();
+    keys.sort();
+    assert_eq!(keys.len(), 6, "2 archives, 2 records, 2 foreign: {keys:?}");
+    assert!(keys.contains(&"team/etcd/notes.txt".to_string()));
+    lu.run_hook("update-status");
+    let (status, msg) = lu.status_line();
+    assert_eq!(status, "active", "{msg}");
+    assert!(msg.contains("last backup") && msg.contains("ago"), "{msg}");
+
+    // Killed mid-upload: nothing half-stored; the status and the next run
+    // say so, and the next run aborts the upload it left.
+    lu.fill(30 << 20, 1 << 20);
+    proxy.stall_after(10 << 20);
+    let mut child = scheduled_cmd(lu).spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !proxy.is_stalled() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never stalled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Meanwhile no action runs beside it.
+    lu.run_action("snapshot", &["destination=local"])
+        .assert_failed_with("another scheduled backup");
+    let _ = child.kill();
+    let _ = child.wait();
+    proxy.restore();
+    lu.run_hook("update-status");
+    let (status, msg) = lu.status_line();
+    assert_eq!(status, "blocked", "{msg}");
+    assert!(msg.contains("did not finish"), "{msg}");
+    assert_eq!(s3.list("team/").len(), 6, "no half object");
+    let out = run_scheduled(lu);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("did not finish") && said.contains("aborted the unfinished upload"),
+        "{said}"
+    );
+    assert!(s3.uploads().is_empty(), "{:?}", s3.uploads());
+    lu.run_hook("update-status");
+    assert_eq!(lu.status_line().0, "active");
+
+    // A store that cannot be reached: the run fails, the status says since
+    // when and why.
+    let closed = support::free_port(&["127.0.0.1"]);
+    model.remote_set(
+        &rid,
+        INTEGRATOR,
+        &s3.integrator_data(&format!("http://127.0.0.1:{closed}"), "team"),
+        true,
+    );
+    let out = run_scheduled(lu);
+    assert_eq!(out.status.code(), Some(1));
+    lu.run_hook("update-status");
+    let (status, msg) = lu.status_line();
+    assert_eq!(status, "blocked", "{msg}");
+    assert!(
+        msg.contains("scheduled backup failing since") && msg.contains("cannot reach"),
+        "{msg}"
+    );
+
+    // A schedule systemd would not understand: refused, no timer runs.
+    model.config(&["backup_schedule=every tuesday-ish"]);
+    let (status, msg) = lu.status_line();
+    assert_eq!(status, "blocked", "{msg}");
+    assert!(msg.contains("not a systemd calendar expression"), "{msg}");
+    assert!(!timer_on(lu));
+    model.config(&["backup_schedule=daily"]);
+    assert!(timer_on(lu));
+
+    // Leadership moves: exactly one timer afterwards, on the new leader.
+    model.elect(other);
+    assert!(timer_on(model.unit(other)));
+    assert!(!timer_on(model.unit(&leader)));
+    assert!(!model.unit(&leader).status_line().1.contains("backup"));
+}

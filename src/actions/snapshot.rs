@@ -220,6 +220,12 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     let p = SnapshotParams::from_map(&ctx.tools.action_params()?)?;
     let _lock = ActionLock::acquire(&ctx.paths.state_dir(), "snapshot")?;
     crate::actions::resolve_interrupted(ctx)?;
+    execute(ctx, &p)
+}
+
+/// The snapshot itself, under the action lock the caller holds (the
+/// action, or the scheduled run).
+pub fn execute(ctx: &ActionContext, p: &SnapshotParams) -> Result<Results, Error> {
     let stores = Stores::load(&ctx.paths.state_dir()).map_err(SnapshotError::Store)?;
     let dest = match p.destination {
         Some(d) if d.store() && stores.is_empty() => {
@@ -241,8 +247,8 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     if dest.local() {
         check_target(&p.target, &source.status)?;
     }
-    let taken = rt.block_on(take(ctx, &p, &source, dest, &opened))?;
-    report(ctx, &p, &source, dest, taken)
+    let taken = rt.block_on(take(ctx, p, &source, dest, &opened))?;
+    report(ctx, p, &source, dest, taken)
 }
 
 /// The member to snapshot, as it describes itself.

@@ -83,3 +83,45 @@ pub fn sync(ctx: &HookContext, hook: &str) -> Vec<String> {
     }
     problems
 }
+
+/// Leader setting naming the unit that runs scheduled backups: written by
+/// a new leader, so the one it replaced gets leader-settings-changed and
+/// removes its timer.
+const RUNNER: &str = "backup-runner";
+
+/// The backup timer: on the leader when `backup_schedule` is set, nowhere
+/// else. A failure is logged and left for the next hook.
+pub fn schedule(ctx: &HookContext) {
+    let config = ctx.tools.config().unwrap_or_default();
+    let options = crate::schedule::Options::from_config(&config);
+    let leader = ctx.tools.is_leader().unwrap_or(false);
+    let me = &ctx.env.unit_name;
+    if leader && ctx.tools.leader_get().unwrap_or_default().get(RUNNER) != Some(me) {
+        let _ = ctx.tools.leader_set(&[(RUNNER, me.clone())]);
+    }
+    if let Err(e) = crate::schedule::converge(
+        ctx.paths,
+        &options,
+        leader,
+        &ctx.env.unit_name,
+        &super::dispatch_path(),
+    ) {
+        ctx.log_at(LogLevel::Warning, &format!("backup schedule: {e}"));
+    }
+}
+
+/// No timer on a unit that is leaving.
+pub fn unschedule(ctx: &HookContext) {
+    let off = crate::schedule::Options {
+        schedule: String::new(),
+        retention_count: 0,
+        retention_days: 0,
+    };
+    let _ = crate::schedule::converge(
+        ctx.paths,
+        &off,
+        false,
+        &ctx.env.unit_name,
+        &super::dispatch_path(),
+    );
+}

@@ -68,6 +68,17 @@ fn dispatch(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> 
             ctx.log(&problem);
         }
     }
+    if [
+        "leader-elected",
+        "leader-settings-changed",
+        "upgrade-charm",
+        "config-changed",
+        "update-status",
+    ]
+    .contains(&name)
+    {
+        backups::schedule(&ctx);
+    }
     let departing_self = env.departing_unit.is_some()
         && env.departing_unit.as_deref() == Some(env.unit_name.as_str());
     match name {
@@ -86,7 +97,11 @@ fn dispatch(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> 
             storage::detaching(&ctx)?;
             cluster::converge(&ctx, None)
         }
-        "stop" => leave::stop(&ctx),
+        "stop" => {
+            // A unit on its way out runs no more backups.
+            backups::unschedule(&ctx);
+            leave::stop(&ctx)
+        }
         "remove" => install::uninstall(paths).map_err(|e| Error::Hook(e.to_string())),
         n if n.ends_with("-relation-departed") && departing_self => leave::leave(&ctx),
         n if n.ends_with("-relation-broken") && departing_self => Ok(()),
@@ -115,6 +130,14 @@ fn dispatch(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> 
     }
 }
 
+/// The charm's own binary, for jobs that run it outside hooks.
+pub(crate) fn dispatch_path() -> std::path::PathBuf {
+    std::env::var_os("JUJU_CHARM_DIR")
+        .map(|d| std::path::PathBuf::from(d).join("dispatch"))
+        .or_else(|| std::env::current_exe().ok())
+        .unwrap_or_else(|| "dispatch".into())
+}
+
 /// The nrpe-external-master files follow the relation and the nagios_*
 /// options, whatever state etcd is in: monitoring matters most when it
 /// is down.
@@ -127,10 +150,7 @@ fn nagios_checks(ctx: &HookContext, hook: &str) {
             .unwrap_or(d)
             .to_string()
     };
-    let dispatch = std::env::var_os("JUJU_CHARM_DIR")
-        .map(|d| std::path::PathBuf::from(d).join("dispatch"))
-        .or_else(|| std::env::current_exe().ok())
-        .unwrap_or_else(|| "dispatch".into());
+    let dispatch = dispatch_path();
     // In its -broken hook the relation still lists; it is gone all the same.
     let broken = hook == format!("{}-relation-broken", nrpe::ENDPOINT);
     let errors = nrpe::publish(
@@ -288,6 +308,16 @@ fn report_health(
     if let Some(note) = journal::recent_note(paths) {
         msg.push_str("; ");
         msg.push_str(&note);
+    }
+    // Scheduled backups on this unit: how the last one went. One that is
+    // failing needs the operator, whatever etcd's health.
+    let mut status = status;
+    if let Some((failing, note)) = crate::schedule::status_note(paths) {
+        msg.push_str("; ");
+        msg.push_str(&note);
+        if failing && status == Status::Active {
+            status = Status::Blocked;
+        }
     }
     tools.status_set(status, &msg)?;
     Ok(())

@@ -11,6 +11,7 @@
 
 pub mod download;
 pub mod list;
+pub mod retention;
 pub mod upload;
 
 use std::collections::BTreeMap;

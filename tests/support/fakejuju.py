@@ -40,6 +40,7 @@ Commands (for the test harness and ./charm demo):
                                   relation, no hooks (what it left is the test's to lay out)
   relate MODEL ENDPOINT REMOTE --existing
                                   a relation that was there all along: no hooks
+  elect MODEL UNIT                 leadership moves to UNIT
   seed MODEL FILE                 what the charm before left: {"leader": {...}, "reldata": {rid: {who: {...}}}}
   refresh MODEL CHARM_DIR [--order UNIT,...]
                                   juju refresh --switch: Juju's checks (relations in use, storage, config
@@ -90,6 +91,7 @@ TOOLS = sorted(
         "journalctl",
         "snap",
         "storage-get",
+        "systemd-analyze",
     }
 )
 PEER = "cluster"
@@ -914,8 +916,67 @@ def service_state(unit):
     return "failed" if os.path.exists(svc(unit, "etcd.pid")) else "inactive"
 
 
+def other_unit(unit, verb, name, now):
+    """The charm's own other systemd units (the backup timer and its
+    service): systemd refuses a unit whose file is not in
+    /etc/systemd/system; enable/disable --now also start/stop it."""
+    path = os.path.join(unit_info(unit)["root"], "etc/systemd/system", name)
+    if not os.path.exists(path):
+        raise ToolError(f"Failed to {verb} unit: Unit file {name} does not exist.", 1)
+    states = read_json(svc(unit, "units.json"), {})
+    st = states.setdefault(name, {"enabled": False, "active": False})
+    if verb in ("enable", "disable"):
+        st["enabled"] = verb == "enable"
+        if now:
+            st["active"] = verb == "enable"
+    elif verb in ("start", "restart"):
+        st["active"] = True
+    elif verb == "stop":
+        st["active"] = False
+    elif verb == "is-enabled":
+        if not st["enabled"]:
+            raise ToolError("", 1)
+    elif verb == "is-active":
+        if not st["active"]:
+            raise ToolError("", 3)
+    else:
+        raise ToolError(f"Unknown command verb {verb}.", 1)
+    write_json(svc(unit, "units.json"), states)
+    append_jsonl(svc(unit, "events.jsonl"), {"event": verb, "unit": name, "time": time.time()})
+
+
+CALENDAR_WORDS = {"minutely", "hourly", "daily", "weekly", "monthly", "yearly", "annually", "quarterly", "semiannually"}
+CALENDAR_DAY = r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+CALENDAR_PARTS = [
+    re.compile(rf"^{CALENDAR_DAY}([.,]+{CALENDAR_DAY})*$"),
+    re.compile(r"^[0-9*/,.]+-[0-9*/,.]+-[0-9*/,.~]+$"),
+    re.compile(r"^[0-9*/,.]+:[0-9*/,.]+(:[0-9*/,.]+)?$"),
+]
+
+
+def tool_systemd_analyze(unit, args):
+    """systemd-analyze calendar SPEC: the forms systemd.time(7) documents
+    (shorthands, [weekday] [date] [time]); anything else is refused with
+    systemd's own words."""
+    if len(args) != 2 or args[0] != "calendar":
+        raise ToolError("fake systemd-analyze: only 'calendar SPEC' is played", 1)
+    spec = args[1]
+    parts = spec.split()
+    ok = spec.strip().lower() in CALENDAR_WORDS
+    if not ok and 1 <= len(parts) <= 3:
+        kinds = []
+        for part in parts:
+            kind = next((i for i, rx in enumerate(CALENDAR_PARTS) if rx.match(part)), None)
+            kinds.append(kind)
+        ok = None not in kinds and kinds == sorted(set(kinds))
+    if not ok:
+        raise ToolError(f"Failed to parse calendar specification '{spec}': Invalid argument", 1)
+    print(f"  Original form: {spec}")
+
+
 def tool_systemctl(unit, args):
     quiet = "--quiet" in args or "-q" in args
+    now = "--now" in args
     args = [a for a in args if not a.startswith("-")]
     if args == ["daemon-reload"]:
         append_jsonl(svc(unit, "events.jsonl"), {"event": "daemon-reload", "time": time.time()})
@@ -925,6 +986,8 @@ def tool_systemctl(unit, args):
     verb, name = args[0], args[1]
     if verb == "daemon-reload":
         return
+    if name.startswith("etcd-charm-"):
+        return other_unit(unit, verb, name, now)
     if name.removesuffix(".service") != SERVICE:
         raise ToolError(f"Failed to {verb} {name}: Unit {name} not found.", 5)
     if verb == "start":
@@ -1037,6 +1100,7 @@ TOOL_FUNCS = {
     "journalctl": tool_journalctl,
     "snap": tool_snap,
     "storage-get": tool_storage_get,
+    "systemd-analyze": tool_systemd_analyze,
 }
 
 
@@ -1762,6 +1826,25 @@ def cmd_remote_set(argv):
     return model_report(settle(model))
 
 
+def cmd_elect(argv):
+    """Leadership moves to UNIT (the old leader's lease lapsed): it runs
+    leader-elected; every other unit runs leader-settings-changed, as Juju
+    runs it when the new leader writes its settings; settle."""
+    model, me = os.path.abspath(argv[0]), argv[1]
+    state = model_state(model)
+    if me not in state["units"]:
+        print(f"ERROR unit {me} not found", file=sys.stderr)
+        return 1
+    state["leader"] = me
+    save_model(model, state)
+    ran = [fire(state["units"][me], "leader-elected")]
+    for other, odir in sorted(state["units"].items()):
+        if other != me:
+            ran.append(fire(odir, "leader-settings-changed"))
+    ran += settle(model)
+    return model_report(ran)
+
+
 def cmd_remove_unit(argv):
     model, me = os.path.abspath(argv[0]), argv[1]
     state = model_state(model)
@@ -1890,6 +1973,7 @@ def main(argv):
         "resource": attach_resource,
         "add-unit": cmd_add_unit,
         "remove-unit": cmd_remove_unit,
+        "elect": cmd_elect,
         "config": cmd_config,
         "run-all": cmd_run_all,
         "settle": cmd_settle,

@@ -1244,6 +1244,12 @@ impl Model {
         self.fake(&["add-unit", &dir, &udir, "--lead"])
     }
 
+    /// Leadership moves to `unit`.
+    pub fn elect(&self, unit: &str) -> Vec<Value> {
+        let dir = self.dir.display().to_string();
+        self.fake(&["elect", &dir, unit])
+    }
+
     /// `juju remove-unit`: departed on both sides, stop, remove.
     pub fn remove_unit(&mut self, name: &str) -> Vec<Value> {
         let dir = self.dir.display().to_string();

@@ -268,6 +268,10 @@ impl Proxy {
         self.mode.store(PASS, Ordering::SeqCst);
     }
 
+    pub fn is_stalled(&self) -> bool {
+        self.mode.load(Ordering::SeqCst) == STALL
+    }
+
     pub fn is_cut(&self) -> bool {
         self.mode.load(Ordering::SeqCst) == CUT
     }
