@@ -205,6 +205,11 @@ fn altered_truncated_and_unknown_backups_are_refused_before_etcd_is_touched() {
     s3.admin(&["put", BUCKET, &key, &f.display().to_string()]);
     restore(&format!("backup-id={id}")).assert_failed_with("etcd was not touched");
 
+    // The good archive back, but its record gone: nothing proves it.
+    s3.admin(&["put", BUCKET, &key, &good.display().to_string()]);
+    s3.admin(&["delete", BUCKET, &format!("{key}.json")]);
+    restore(&format!("backup-id={id}")).assert_failed_with("has no record of what it holds");
+
     // Unknown and malformed IDs, and two sources at once.
     restore("backup-id=etcd-snapshot-2001-01-01-00.00.00.tar.gz")
         .assert_failed_with("there is no backup etcd-snapshot-2001-01-01-00.00.00.tar.gz");

@@ -51,6 +51,8 @@ pub enum RestoreError {
     BadId(String),
     #[error("backup-id needs an object store: relate this application to the s3-integrator that holds the backup (s3-credentials)")]
     NoStore,
+    #[error("{key} in {store} has no record of what it holds beside it (its upload did not finish, or this charm did not store it), so nothing proves it unaltered; copy it to the unit, check it, and restore it with source=; etcd was not touched")]
+    Unrecorded { key: String, store: String },
     #[error("there is no backup {id} in {stores}; list-backups shows the IDs there")]
     NoBackup { id: String, stores: String },
     #[error("{0}; etcd was not touched")]
@@ -135,7 +137,7 @@ struct Stored {
     store: Store,
     key: String,
     bytes: u64,
-    record: Option<Record>,
+    record: Record,
 }
 
 impl Source {
@@ -161,8 +163,8 @@ impl Source {
             Source::Object(o) => {
                 let (reader, size) =
                     ObjectReader::open(&o.store, &o.key).map_err(RestoreError::Store)?;
-                let expect = o.record.as_ref().map(|r| (r.sha256.as_str(), r.bytes));
-                Ok(verify_stream_and_stage(reader, size, staging, expect)
+                let expect = (o.record.sha256.as_str(), o.record.bytes);
+                Ok(verify_stream_and_stage(reader, size, staging, Some(expect))
                     .map_err(RestoreError::from)?)
             }
         }
@@ -176,7 +178,12 @@ fn find_backup(ctx: &ActionContext, p: &RestoreParams, id: &str) -> Result<Sourc
         return Err(RestoreError::BadId(id.to_string()).into());
     }
     let stores = Stores::load(&ctx.paths.state_dir()).map_err(RestoreError::Store)?;
+    // list-backups lists the snapshot action's default target too.
+    let local = Path::new(crate::actions::snapshot::DEFAULT_TARGET).join(id);
     if stores.is_empty() {
+        if local.is_file() {
+            return Ok(Source::File(local));
+        }
         return Err(RestoreError::NoStore.into());
     }
     let app = ctx.env.unit_name.split('/').next().unwrap_or("etcd");
@@ -191,22 +198,29 @@ fn find_backup(ctx: &ActionContext, p: &RestoreParams, id: &str) -> Result<Sourc
         else {
             continue;
         };
-        let record = rt
+        // The record is what proves the object is the archive written:
+        // without it (an upload cut short after completing, or an object
+        // not put there by this charm) nothing says it was not altered.
+        let Some(record) = rt
             .block_on(download::record(&store, &key))
             .map_err(RestoreError::Store)?
-            .filter(|r| r.archive == id);
-        if record.is_none() {
-            ctx.progress(&format!(
-                "{key} in {} has no record beside it: its contents are verified, but not against a checksum taken when it was written",
-                store.url()
-            ));
-        }
+            .filter(|r| r.archive == id)
+        else {
+            return Err(RestoreError::Unrecorded {
+                key,
+                store: store.url(),
+            }
+            .into());
+        };
         return Ok(Source::Object(Box::new(Stored {
             store,
             key,
             bytes,
             record,
         })));
+    }
+    if local.is_file() {
+        return Ok(Source::File(local));
     }
     Err(RestoreError::NoBackup {
         id: id.to_string(),

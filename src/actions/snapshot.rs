@@ -237,7 +237,14 @@ pub fn execute(ctx: &ActionContext, p: &SnapshotParams) -> Result<Results, Error
     };
     let conf = EtcdConfig::load(ctx.paths.conf())?;
     let endpoint = conf.client_endpoint(ctx.paths.conf())?;
-    let rt = crate::actions::runtime()?;
+    // Two workers: while the archive writer waits on the disk or on an
+    // upload's back-pressure, the other keeps etcd's connection (its
+    // keep-alive pings) going.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
     let source = rt.block_on(inspect(ctx, &conf, &endpoint))?;
     let opened = if dest.store() {
         open_stores(ctx, &stores, p.stall_timeout)?

@@ -313,6 +313,12 @@ pub fn verify_stream_and_stage(
     let whole = io::Cursor::new(head).chain(&mut hashed);
     let staged = verify_tar_gz_from(whole, len, &staging.join("db"))?;
     io::copy(&mut hashed, &mut io::sink()).map_err(damaged)?;
+    if hashed.bytes != len {
+        return Err(VerifyError::Damaged(format!(
+            "{} bytes came of the {len} the store lists",
+            hashed.bytes
+        )));
+    }
     if let Some((want, want_bytes)) = expect {
         let got = hex(&hashed.hasher.finalize());
         if got != want || hashed.bytes != want_bytes {

@@ -31,11 +31,25 @@ pub fn sync(ctx: &HookContext, hook: &str) -> Vec<String> {
     }
     let kind = Kind::S3;
     let broken = hook == format!("{}-relation-broken", kind.endpoint());
-    let rids = tools.relation_ids(kind.endpoint()).unwrap_or_default();
+    // A hook tool that fails keeps what was recorded: a store is dropped
+    // only when its relation is seen gone.
+    let mut unsure = false;
+    let rids = tools.relation_ids(kind.endpoint()).unwrap_or_else(|e| {
+        problems.push(format!(
+            "cannot list the {} relations: {e}",
+            kind.endpoint()
+        ));
+        unsure = true;
+        Vec::new()
+    });
     let mut found = None;
     if !broken {
         for rid in rids {
-            let units = tools.relation_list(&rid).unwrap_or_default();
+            let units = tools.relation_list(&rid).unwrap_or_else(|e| {
+                problems.push(format!("cannot list the units of {rid}: {e}"));
+                unsure = true;
+                Vec::new()
+            });
             let Some(remote) = units.first() else {
                 continue;
             };
@@ -44,6 +58,7 @@ pub fn sync(ctx: &HookContext, hook: &str) -> Vec<String> {
                 Ok(d) => d,
                 Err(e) => {
                     problems.push(format!("cannot read {remote_app}'s settings: {e}"));
+                    unsure = true;
                     continue;
                 }
             };
@@ -60,6 +75,7 @@ pub fn sync(ctx: &HookContext, hook: &str) -> Vec<String> {
         Some(s) => {
             stores.stores.insert(kind, s);
         }
+        None if unsure => {}
         None => {
             stores.stores.remove(&kind);
         }

@@ -128,9 +128,11 @@ pub async fn in_store(store: &Store, app: &str) -> Result<Vec<Backup>, StoreErro
         .buffer_unordered(FETCH_AT_ONCE)
         .collect()
         .await;
+    // A record that cannot be read leaves its row unverified; the rest of
+    // the list still counts.
     for (i, r) in records {
         let b = &mut found[i];
-        b.record = r?.filter(|r| r.archive == b.id);
+        b.record = r.ok().flatten().filter(|r| r.archive == b.id);
     }
     Ok(found)
 }

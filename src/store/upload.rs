@@ -28,6 +28,9 @@ use crate::fsutil;
 
 /// Part size: S3 takes at most 10,000 parts, so archives up to 80 GB.
 pub const PART: usize = 8 << 20;
+/// The slowest a part may go before the upload counts as stalled, on top
+/// of the stall timeout itself: 256 KiB/s.
+const PART_SECS_FLOOR: u64 = (PART as u64) / (256 << 10);
 /// Parts uploading at once; with one being filled and one queued, the
 /// memory an upload holds is about four parts.
 const IN_FLIGHT: usize = 2;
@@ -267,6 +270,8 @@ impl Worker {
             kind: self.store.settings.kind,
             key: self.key.clone(),
             id: id.clone(),
+            store: self.store.url(),
+            endpoint: self.store.settings.endpoint.clone(),
         };
         if let Err(e) = pending.remember(&self.state_dir) {
             let _ = self.bounded(mp.abort_multipart(&path, &id)).await;
@@ -325,7 +330,16 @@ impl Worker {
         while !tasks.is_empty() {
             self.join_one(&mut tasks, &mut done).await?;
         }
-        let parts: Vec<PartId> = done.into_iter().flatten().collect();
+        if bytes != record.bytes {
+            return Err(self.err(format!(
+                "{bytes} bytes were uploaded of the archive's {}",
+                record.bytes
+            )));
+        }
+        // Every part answered, in order: a gap would shift part numbers.
+        let Some(parts) = done.into_iter().collect::<Option<Vec<PartId>>>() else {
+            return Err(self.err("a part of the upload was never confirmed".into()));
+        };
         self.bounded(mp.complete_multipart(path, &id.to_string(), parts))
             .await?;
         let record_key = ObjectPath::from(format!("{}{RECORD_SUFFIX}", self.key));
@@ -349,16 +363,22 @@ impl Worker {
         })
     }
 
-    /// Waits for one part, at most the stall timeout.
+    /// Waits for one part. The client's read timeout catches a store that
+    /// stops answering; this bounds a part that crawls.
     async fn join_one(
         &self,
         tasks: &mut JoinSet<(usize, object_store::Result<PartId>)>,
         done: &mut [Option<PartId>],
     ) -> Result<(), StoreError> {
-        match tokio::time::timeout(self.store.timeouts.stall, tasks.join_next()).await {
+        let limit = self.store.timeouts.stall + Duration::from_secs(PART_SECS_FLOOR);
+        match tokio::time::timeout(limit, tasks.join_next()).await {
             Err(_) => {
                 tasks.abort_all();
-                Err(self.stalled())
+                Err(self.err(format!(
+                    "one {} MiB part took over {} s (the upload needs at least 256 KiB/s, or a longer stall-timeout)",
+                    PART >> 20,
+                    limit.as_secs()
+                )))
             }
             Ok(None) => Ok(()),
             Ok(Some(Err(e))) => Err(self.err(format!("a part upload failed: {e}"))),
@@ -399,7 +419,17 @@ pub struct Pending {
     pub kind: Kind,
     pub key: String,
     pub id: String,
+    /// The store it went to (its URL and endpoint): if the relation now
+    /// names another, this one cannot be reached from here.
+    #[serde(default)]
+    pub store: String,
+    #[serde(default)]
+    pub endpoint: String,
 }
+
+/// The pending file is read, changed and replaced by one thread at a time
+/// (two stores upload at once).
+static PENDING_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Pending {
     fn load(state_dir: &Path) -> Vec<Pending> {
@@ -415,12 +445,14 @@ impl Pending {
     }
 
     fn remember(&self, state_dir: &Path) -> io::Result<()> {
+        let _one = PENDING_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let mut all = Pending::load(state_dir);
         all.push(self.clone());
         Pending::save(state_dir, &all)
     }
 
     fn forget(&self, state_dir: &Path) -> io::Result<()> {
+        let _one = PENDING_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let mut all = Pending::load(state_dir);
         all.retain(|p| p != self);
         Pending::save(state_dir, &all)
@@ -442,9 +474,16 @@ pub fn abort_leftovers(stores: &Stores, state_dir: &Path, stall: Duration) -> Ve
     };
     let mut notes = Vec::new();
     for p in left {
-        let Some(settings) = stores.stores.get(&p.kind) else {
-            // The store is no longer related: nothing can reach it.
+        let same = |s: &&super::StoreSettings| {
+            p.store.is_empty() || (s.url() == p.store && s.endpoint == p.endpoint)
+        };
+        let Some(settings) = stores.stores.get(&p.kind).filter(same) else {
+            // That store is no longer related: nothing here can reach it.
             let _ = p.forget(state_dir);
+            notes.push(format!(
+                "the unfinished upload of {} in {} cannot be aborted: that store is no longer related; its parts stay until the bucket's lifecycle rules remove them",
+                p.key, p.store
+            ));
             continue;
         };
         let Ok(store) = Store::open(settings, super::Timeouts { stall }) else {
