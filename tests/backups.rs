@@ -518,3 +518,85 @@ fn scheduled_backups_run_on_the_leader_prune_and_report() {
     assert!(!timer_on(model.unit(&leader)));
     assert!(!model.unit(&leader).status_line().1.contains("backup"));
 }
+
+#[test]
+fn azure_takes_the_same_backups_beside_s3_and_restores_them() {
+    use support::stores::{AzureServer, AZURE_KEY, CONTAINER};
+    let t = TestDir::new("azure");
+    let s3 = S3Server::start(t.path());
+    let az = AzureServer::start(t.path());
+    let (model, s3_rid) = one_unit_with_store(&t, &s3, &s3.endpoint());
+    let rid = model.relate("azure-credentials", "azure-storage-integrator/0");
+    let asked = model.relation_data(&rid, "etcd");
+    assert_eq!(asked.get("container").map(String::as_str), Some("etcd-backups"));
+    model.remote_set(
+        &rid,
+        "azure-storage-integrator/0",
+        &az.integrator_data(&az.endpoint(), AZURE_KEY),
+        true,
+    );
+    let u = model.unit("etcd/0");
+    u.remember_secret(AZURE_KEY);
+    u.put("/in/azure", "stored-in-both-clouds");
+
+    // One pass, three copies: local, S3 and Azure, byte for byte the same.
+    let o = snap(u, &t, &[]);
+    o.assert_completed();
+    let id = o.result("snapshot.name").to_string();
+    let urls = [o.result("store.url"), o.result("store-2.url")];
+    assert!(urls.contains(&format!("azure://devstoreaccount1/{CONTAINER}/etcd-team").as_str()), "{urls:?}");
+    let blobs = az.list("etcd-team/");
+    let key = format!("etcd-team/etcd/{id}");
+    assert_eq!(
+        blobs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        [key.as_str(), &format!("{key}.json")]
+    );
+    let got = t.path().join("from-azure.tar.gz");
+    az.admin(&["get", CONTAINER, &key, &got.display().to_string()]);
+    assert_eq!(sha256_file(&got), o.result("snapshot.sha256"));
+    let listed = u.run_action(
+        "list-backups",
+        &[&format!("target={}", t.path().join("snaps").display())],
+    );
+    listed.assert_completed();
+    assert_eq!(listed.result("count"), "3");
+
+    // Without S3, the same ID restores from Azure.
+    model.unrelate(&s3_rid);
+    let (cluster, _, _) = u.status();
+    u.put("/after/backup", "gone-after-restore");
+    let r = u.run_action(
+        "restore",
+        &[
+            &format!("backup-id={id}"),
+            &format!("target={}", t.path().join("backups").display()),
+        ],
+    );
+    r.assert_completed();
+    assert!(r.result("restore.source").contains("azure://"), "{:?}", r.results);
+    assert_ne!(u.status().0, cluster);
+    assert_eq!(u.get("/in/azure").as_deref(), Some("stored-in-both-clouds"));
+    assert_eq!(u.get("/after/backup"), None);
+
+    // An altered blob is refused; wrong keys are said plainly.
+    let mut bytes = fs::read(&got).expect("archive");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    let f = t.path().join("altered");
+    fs::write(&f, &bytes).expect("write");
+    az.admin(&["put", CONTAINER, &key, &f.display().to_string()]);
+    let before = u.status().0;
+    u.run_action("restore", &[&format!("backup-id={id}"), "skip-backup=true"])
+        .assert_failed_with("etcd was not touched");
+    assert_eq!(u.status().0, before);
+    let wrong = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk=";
+    model.remote_set(
+        &rid,
+        "azure-storage-integrator/0",
+        &az.integrator_data(&az.endpoint(), wrong),
+        true,
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    snap(u, &t, &["destination=store"]).assert_failed_with("refused the credentials");
+    assert_eq!(az.list("etcd-team/").len(), 2);
+}

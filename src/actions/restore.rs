@@ -49,7 +49,7 @@ pub enum RestoreError {
     TwoSources,
     #[error("backup-id {0:?} is not a backup ID: IDs are archive names such as etcd-snapshot-2026-11-23-20.41.47.tar.gz, as list-backups shows them")]
     BadId(String),
-    #[error("backup-id needs an object store: relate this application to the s3-integrator that holds the backup (s3-credentials)")]
+    #[error("backup-id needs an object store: relate this application to the s3-integrator or azure-storage-integrator that holds the backup (s3-credentials, azure-credentials)")]
     NoStore,
     #[error("{key} in {store} has no record of what it holds beside it (its upload did not finish, or this charm did not store it), so nothing proves it unaltered; copy it to the unit, check it, and restore it with source=; etcd was not touched")]
     Unrecorded { key: String, store: String },

@@ -62,7 +62,7 @@ pub enum SnapshotError {
     KeysVersion(String),
     #[error("invalid action parameter destination: {0:?}; it must be local, store or both")]
     Destination(String),
-    #[error("destination={0} needs an object store: relate this application to s3-integrator (s3-credentials), or run snapshot with destination=local")]
+    #[error("destination={0} needs an object store: relate this application to s3-integrator (s3-credentials) or azure-storage-integrator (azure-credentials), or run snapshot with destination=local")]
     NoStore(&'static str),
     #[error("{0}; no archive was stored")]
     Store(StoreError),

@@ -4,8 +4,8 @@
 
 use crate::hooks::HookContext;
 use crate::juju::LogLevel;
-use crate::relations::s3;
-use crate::store::{Kind, Stores};
+use crate::relations::{azure, s3};
+use crate::store::{Kind, StoreSettings, Stores};
 
 /// Brings the state file up to date. `hook` tells a `-relation-broken`
 /// (the relation still lists there, and is gone all the same). Returns
@@ -25,79 +25,101 @@ pub fn sync(ctx: &HookContext, hook: &str) -> Vec<String> {
     let before = stores.clone();
     let app = ctx.env.unit_name.split('/').next().unwrap_or("etcd");
     if tools.is_leader().unwrap_or(false) {
-        for e in s3::request(tools, app) {
+        for e in s3::request(tools, app)
+            .into_iter()
+            .chain(azure::request(tools, app))
+        {
             ctx.log(&e);
         }
     }
-    let kind = Kind::S3;
-    let broken = hook == format!("{}-relation-broken", kind.endpoint());
-    // A hook tool that fails keeps what was recorded: a store is dropped
-    // only when its relation is seen gone.
-    let mut unsure = false;
-    let rids = tools.relation_ids(kind.endpoint()).unwrap_or_else(|e| {
-        problems.push(format!(
-            "cannot list the {} relations: {e}",
-            kind.endpoint()
-        ));
-        unsure = true;
-        Vec::new()
-    });
-    let mut found = None;
-    if !broken {
-        for rid in rids {
-            let units = tools.relation_list(&rid).unwrap_or_else(|e| {
-                problems.push(format!("cannot list the units of {rid}: {e}"));
-                unsure = true;
-                Vec::new()
-            });
-            let Some(remote) = units.first() else {
-                continue;
-            };
-            let remote_app = remote.split('/').next().unwrap_or(remote);
-            let data = match tools.relation_get_app(&rid, remote_app) {
-                Ok(d) => d,
-                Err(e) => {
-                    problems.push(format!("cannot read {remote_app}'s settings: {e}"));
-                    unsure = true;
-                    continue;
-                }
-            };
-            match s3::settings(&data) {
-                Ok(Some(s)) => found = Some(s),
-                Ok(None) => {
-                    problems.push(format!("waiting for {remote_app} to send S3 credentials"))
-                }
-                Err(e) => problems.push(e),
+    for kind in [Kind::S3, Kind::Azure] {
+        let broken = hook == format!("{}-relation-broken", kind.endpoint());
+        match read_store(ctx, kind, broken, &mut problems) {
+            Seen::Store(s) => {
+                stores.stores.insert(kind, *s);
             }
-        }
-    }
-    match found {
-        Some(s) => {
-            stores.stores.insert(kind, s);
-        }
-        None if unsure => {}
-        None => {
-            stores.stores.remove(&kind);
+            Seen::Unsure => {}
+            Seen::None => {
+                stores.stores.remove(&kind);
+            }
         }
     }
     if stores != before {
         match stores.save(&state_dir) {
-            Ok(()) => {
-                for (k, s) in &stores.stores {
-                    if before.stores.get(k) != Some(s) {
-                        ctx.log(&format!("backups go to {} from now on", s.url()));
-                    }
-                }
-                for (k, s) in &before.stores {
-                    if !stores.stores.contains_key(k) {
-                        ctx.log(&format!("backups no longer go to {}", s.url()));
-                    }
-                }
-            }
+            Ok(()) => log_changes(ctx, &before, &stores),
             Err(e) => problems.push(format!("cannot record the store settings: {e}")),
         }
     }
     problems
+}
+
+enum Seen {
+    Store(Box<StoreSettings>),
+    /// A hook tool failed: keep what was recorded. A store is dropped only
+    /// when its relation is seen gone.
+    Unsure,
+    None,
+}
+
+/// What the integrator of `kind` sent, if it is related and answered.
+fn read_store(ctx: &HookContext, kind: Kind, broken: bool, problems: &mut Vec<String>) -> Seen {
+    let tools = ctx.tools;
+    if broken {
+        return Seen::None;
+    }
+    let rids = match tools.relation_ids(kind.endpoint()) {
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(format!(
+                "cannot list the {} relations: {e}",
+                kind.endpoint()
+            ));
+            return Seen::Unsure;
+        }
+    };
+    for rid in rids {
+        let units = match tools.relation_list(&rid) {
+            Ok(u) => u,
+            Err(e) => {
+                problems.push(format!("cannot list the units of {rid}: {e}"));
+                return Seen::Unsure;
+            }
+        };
+        let Some(remote) = units.first() else {
+            continue;
+        };
+        let remote_app = remote.split('/').next().unwrap_or(remote);
+        let data = match tools.relation_get_app(&rid, remote_app) {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(format!("cannot read {remote_app}'s settings: {e}"));
+                return Seen::Unsure;
+            }
+        };
+        let parsed = match kind {
+            Kind::S3 => s3::settings(&data),
+            Kind::Azure => azure::settings(&data),
+        };
+        match parsed {
+            Ok(Some(s)) => return Seen::Store(Box::new(s)),
+            Ok(None) => problems.push(format!("waiting for {remote_app} to send its credentials")),
+            Err(e) => problems.push(e),
+        }
+    }
+    Seen::None
+}
+
+fn log_changes(ctx: &HookContext, before: &Stores, after: &Stores) {
+    for (k, s) in &after.stores {
+        if before.stores.get(k) != Some(s) {
+            ctx.log(&format!("backups go to {} from now on", s.url()));
+        }
+    }
+    for (k, s) in &before.stores {
+        if !after.stores.contains_key(k) {
+            ctx.log(&format!("backups no longer go to {}", s.url()));
+        }
+    }
 }
 
 /// Leader setting naming the unit that runs scheduled backups: written by

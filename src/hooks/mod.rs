@@ -22,7 +22,7 @@ use crate::install::{self, Installed};
 use crate::juju::{HookTools, JujuEnv, LogLevel, Status};
 use crate::lock::ActionLock;
 use crate::paths::Paths;
-use crate::relations::{certificates, grafana, nrpe, prometheus, proxy, s3};
+use crate::relations::{azure, certificates, grafana, nrpe, prometheus, proxy, s3};
 use crate::service;
 
 pub use cluster::{DB, PEER};
@@ -62,6 +62,7 @@ fn dispatch(name: &str, tools: &dyn HookTools, paths: &Paths, env: &JujuEnv) -> 
         nagios_checks(&ctx, name);
     }
     if name.starts_with(&format!("{}-relation-", s3::ENDPOINT))
+        || name.starts_with(&format!("{}-relation-", azure::ENDPOINT))
         || ["leader-elected", "upgrade-charm", "config-changed"].contains(&name)
     {
         for problem in backups::sync(&ctx, name) {

@@ -2,6 +2,7 @@
 //! relation data into typed values and back; hook tools are reached only
 //! through `juju.rs`.
 
+pub mod azure;
 pub mod certificates;
 pub mod grafana;
 pub mod nrpe;

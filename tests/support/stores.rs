@@ -355,3 +355,99 @@ impl Drop for Proxy {
         }
     }
 }
+
+pub const CONTAINER: &str = "etcd-backups";
+/// Azurite's one account and its documented development key.
+pub const AZURE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Azurite's Blob service on loopback (shared-key signatures checked),
+/// with a container.
+pub struct AzureServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl AzureServer {
+    pub fn start(dir: &Path) -> AzureServer {
+        let bin = deps_dir().join("azurite/node_modules/.bin/azurite-blob");
+        assert!(bin.is_file(), "{} is missing; run ./charm deps", bin.display());
+        let port = free_port(&["127.0.0.1"]);
+        let data = dir.join("azurite");
+        std::fs::create_dir_all(&data).expect("azurite dir");
+        let log = std::fs::File::create(dir.join("azurite.log")).expect("azurite log");
+        let child = Command::new(bin)
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("--location")
+            .arg(&data)
+            .args(["--skipApiVersionCheck", "--loose", "--silent", "--disableTelemetry"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start azurite");
+        wait_listening(port, Duration::from_secs(60));
+        let s = AzureServer { child, port };
+        s.admin(&["create-container", CONTAINER]);
+        s
+    }
+
+    /// The account's Blob endpoint, as an operator would set it.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{AZURE_ACCOUNT}", self.port)
+    }
+
+    pub fn admin(&self, args: &[&str]) -> Value {
+        let out = Command::new(moto_bin("python"))
+            .arg(repo().join("tests/support/azadmin.py"))
+            .arg(self.endpoint())
+            .args(args)
+            .output()
+            .expect("azadmin");
+        assert!(
+            out.status.success(),
+            "azadmin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("azadmin json")
+    }
+
+    pub fn list(&self, prefix: &str) -> Vec<(String, u64)> {
+        self.admin(&["list", CONTAINER, prefix])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|o| {
+                (
+                    o["key"].as_str().unwrap_or_default().to_string(),
+                    o["size"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+
+    /// What azure-storage-integrator's leader writes for protocol http and
+    /// an endpoint set (its option values).
+    pub fn integrator_data(&self, endpoint: &str, key: &str) -> BTreeMap<String, String> {
+        [
+            ("container", CONTAINER),
+            ("storage-account", AZURE_ACCOUNT),
+            ("secret-key", key),
+            ("connection-protocol", "http"),
+            ("endpoint", &format!("{endpoint}/{CONTAINER}")),
+            ("path", "etcd-team"),
+            ("version", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+impl Drop for AzureServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
