@@ -528,7 +528,10 @@ fn azure_takes_the_same_backups_beside_s3_and_restores_them() {
     let (model, s3_rid) = one_unit_with_store(&t, &s3, &s3.endpoint());
     let rid = model.relate("azure-credentials", "azure-storage-integrator/0");
     let asked = model.relation_data(&rid, "etcd");
-    assert_eq!(asked.get("container").map(String::as_str), Some("etcd-backups"));
+    assert_eq!(
+        asked.get("container").map(String::as_str),
+        Some("etcd-backups")
+    );
     model.remote_set(
         &rid,
         "azure-storage-integrator/0",
@@ -544,7 +547,10 @@ fn azure_takes_the_same_backups_beside_s3_and_restores_them() {
     o.assert_completed();
     let id = o.result("snapshot.name").to_string();
     let urls = [o.result("store.url"), o.result("store-2.url")];
-    assert!(urls.contains(&format!("azure://devstoreaccount1/{CONTAINER}/etcd-team").as_str()), "{urls:?}");
+    assert!(
+        urls.contains(&format!("azure://devstoreaccount1/{CONTAINER}/etcd-team").as_str()),
+        "{urls:?}"
+    );
     let blobs = az.list("etcd-team/");
     let key = format!("etcd-team/etcd/{id}");
     assert_eq!(
@@ -573,7 +579,11 @@ fn azure_takes_the_same_backups_beside_s3_and_restores_them() {
         ],
     );
     r.assert_completed();
-    assert!(r.result("restore.source").contains("azure://"), "{:?}", r.results);
+    assert!(
+        r.result("restore.source").contains("azure://"),
+        "{:?}",
+        r.results
+    );
     assert_ne!(u.status().0, cluster);
     assert_eq!(u.get("/in/azure").as_deref(), Some("stored-in-both-clouds"));
     assert_eq!(u.get("/after/backup"), None);
@@ -599,4 +609,85 @@ fn azure_takes_the_same_backups_beside_s3_and_restores_them() {
     std::thread::sleep(Duration::from_millis(1100));
     snap(u, &t, &["destination=store"]).assert_failed_with("refused the credentials");
     assert_eq!(az.list("etcd-team/").len(), 2);
+}
+
+#[test]
+fn encrypted_backups_restore_only_with_the_right_identity() {
+    use age::secrecy::ExposeSecret;
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new("s3-age");
+    let s3 = S3Server::start(t.path());
+    let (model, _) = one_unit_with_store(&t, &s3, &s3.endpoint());
+    let u = model.unit("etcd/0");
+    let mine = age::x25519::Identity::generate();
+    let theirs = age::x25519::Identity::generate();
+    let write_id = |name: &str, id: &age::x25519::Identity, mode: u32| {
+        let path = t.path().join(name);
+        fs::write(
+            &path,
+            format!("# test identity\n{}\n", id.to_string().expose_secret()),
+        )
+        .expect("identity");
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+        u.remember_secret(id.to_string().expose_secret());
+        path
+    };
+    let good = write_id("mine.key", &mine, 0o600);
+    let loose = write_id("loose.key", &mine, 0o644);
+    let wrong = write_id("theirs.key", &theirs, 0o600);
+
+    // Not a recipient: refused before anything goes out.
+    model.config(&["backup_encryption_recipients=ssh-ed25519 AAAAC3Nza"]);
+    snap(u, &t, &["destination=store"]).assert_failed_with("not an age X25519 recipient");
+    assert!(s3.list("team/").is_empty());
+
+    let public = mine.to_public().to_string();
+    model.config(&[&format!("backup_encryption_recipients={public}")]);
+    u.put("/secret/data", "only-for-the-identity-holder");
+    let o = snap(u, &t, &[]);
+    o.assert_completed();
+    let key = o.result("store.key").to_string();
+    assert!(key.ends_with(".tar.gz.age"), "{key}");
+    let id = key.rsplit('/').next().expect("name").to_string();
+    let got = t.path().join("object");
+    s3.admin(&["get", BUCKET, &key, &got.display().to_string()]);
+    let object = fs::read(&got).expect("object");
+    assert!(
+        object.starts_with(b"age-encryption.org/v1\n"),
+        "an age file"
+    );
+    // The local archive stays plain; the object is not it.
+    assert_ne!(sha256_file(&got), o.result("snapshot.sha256"));
+    let rec = record(&s3, &key, &t);
+    assert_eq!(rec["sha256"], o.result("snapshot.sha256"));
+    assert_eq!(rec["encrypted"]["sha256"], sha256_file(&got));
+    assert_eq!(rec["encrypted"]["recipients"][0], public);
+    let listed = u.run_action("list-backups", &[]);
+    listed.assert_completed();
+    assert!(
+        listed.result("backups").contains("encrypted: true"),
+        "{}",
+        listed.result("backups")
+    );
+
+    u.put("/after", "gone");
+    let before = u.status().0;
+    let restore = |extra: &[&str]| {
+        let mut params = vec![format!("backup-id={id}"), "skip-backup=true".to_string()];
+        params.extend(extra.iter().map(|s| s.to_string()));
+        let params: Vec<&str> = params.iter().map(String::as_str).collect();
+        u.run_action("restore", &params)
+    };
+    restore(&[]).assert_failed_with("is encrypted: give identity-file=");
+    restore(&[&format!("identity-file={}", loose.display())]).assert_failed_with("chmod 600");
+    restore(&[&format!("identity-file={}", wrong.display())]).assert_failed_with("cannot decrypt");
+    assert_eq!(u.status().0, before);
+    assert_eq!(u.get("/after").as_deref(), Some("gone"));
+    restore(&[&format!("identity-file={}", good.display())]).assert_completed();
+    assert_ne!(u.status().0, before);
+    assert_eq!(
+        u.get("/secret/data").as_deref(),
+        Some("only-for-the-identity-holder")
+    );
+    assert_eq!(u.get("/after"), None);
 }

@@ -53,6 +53,12 @@ pub enum RestoreError {
     NoStore,
     #[error("{key} in {store} has no record of what it holds beside it (its upload did not finish, or this charm did not store it), so nothing proves it unaltered; copy it to the unit, check it, and restore it with source=; etcd was not touched")]
     Unrecorded { key: String, store: String },
+    #[error("the backup {0} is encrypted: give identity-file=<a file on the unit, mode 0600, holding its age identity>; etcd was not touched")]
+    Encrypted(String),
+    #[error("cannot use the identity file {path}: {reason}; etcd was not touched")]
+    IdentityFile { path: PathBuf, reason: String },
+    #[error("the given identity cannot decrypt {id} (it was encrypted to {recipients}); etcd was not touched")]
+    WrongIdentity { id: String, recipients: String },
     #[error("there is no backup {id} in {stores}; list-backups shows the IDs there")]
     NoBackup { id: String, stores: String },
     #[error("{0}; etcd was not touched")]
@@ -103,6 +109,7 @@ pub struct RestoreParams {
     pub bump_revision: u64,
     pub source: Option<PathBuf>,
     pub backup_id: Option<String>,
+    pub identity_file: Option<PathBuf>,
     pub start_timeout: Duration,
     pub stall_timeout: Duration,
 }
@@ -115,6 +122,7 @@ impl RestoreParams {
             bump_revision: params::integer(p, "bump-revision", 0, 0..=(i64::MAX as u64 / 2))?,
             source: params::optional_string(p, "source")?.map(PathBuf::from),
             backup_id: params::optional_string(p, "backup-id")?.map(|s| s.trim().to_string()),
+            identity_file: params::optional_string(p, "identity-file")?.map(PathBuf::from),
             start_timeout: Duration::from_secs(params::integer(p, "start-timeout", 120, 1..=3600)?),
             stall_timeout: Duration::from_secs(params::integer(
                 p,
@@ -138,6 +146,29 @@ struct Stored {
     key: String,
     bytes: u64,
     record: Record,
+    /// For an encrypted object: the operator's identities.
+    identities: Vec<age::x25519::Identity>,
+}
+
+/// The identities in an identity file only root can read.
+fn read_identities(path: &Path) -> Result<Vec<age::x25519::Identity>, RestoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |reason: String| RestoreError::IdentityFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = fs::symlink_metadata(path).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad("it is not a regular file".into()));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(bad(format!(
+            "its mode is {:o}, so others can read the key; chmod 600 it",
+            meta.permissions().mode() & 0o777
+        )));
+    }
+    let text = fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    crate::store::crypt::identities(&text).map_err(bad)
 }
 
 impl Source {
@@ -164,8 +195,33 @@ impl Source {
                 let (reader, size) =
                     ObjectReader::open(&o.store, &o.key).map_err(RestoreError::Store)?;
                 let expect = (o.record.sha256.as_str(), o.record.bytes);
-                Ok(verify_stream_and_stage(reader, size, staging, Some(expect))
-                    .map_err(RestoreError::from)?)
+                let Some(enc) = &o.record.encrypted else {
+                    return Ok(verify_stream_and_stage(reader, size, staging, Some(expect))
+                        .map_err(RestoreError::from)?);
+                };
+                if size != enc.bytes {
+                    return Err(RestoreError::from(VerifyError::Damaged(format!(
+                        "the store lists {size} bytes and its record {}",
+                        enc.bytes
+                    )))
+                    .into());
+                }
+                // age authenticates every chunk and the end: a changed or
+                // cut object fails to decrypt; the plain archive is then
+                // checked against the record as any other.
+                let wrong = || RestoreError::WrongIdentity {
+                    id: o.record.archive.clone(),
+                    recipients: enc.recipients.join(", "),
+                };
+                let dec = age::Decryptor::new_buffered(std::io::BufReader::new(reader))
+                    .map_err(|e| RestoreError::from(VerifyError::Damaged(e.to_string())))?;
+                let plain = dec
+                    .decrypt(o.identities.iter().map(|i| i as &dyn age::Identity))
+                    .map_err(|_| wrong())?;
+                Ok(
+                    verify_stream_and_stage(plain, o.record.bytes, staging, Some(expect))
+                        .map_err(RestoreError::from)?,
+                )
             }
         }
     }
@@ -212,11 +268,17 @@ fn find_backup(ctx: &ActionContext, p: &RestoreParams, id: &str) -> Result<Sourc
             }
             .into());
         };
+        let identities = match (&record.encrypted, &p.identity_file) {
+            (None, _) => Vec::new(),
+            (Some(_), None) => return Err(RestoreError::Encrypted(id.to_string()).into()),
+            (Some(_), Some(path)) => read_identities(path)?,
+        };
         return Ok(Source::Object(Box::new(Stored {
             store,
             key,
             bytes,
             record,
+            identities,
         })));
     }
     if local.is_file() {

@@ -66,6 +66,8 @@ pub enum SnapshotError {
     NoStore(&'static str),
     #[error("{0}; no archive was stored")]
     Store(StoreError),
+    #[error("{0}; no archive was written")]
+    Encryption(String),
     #[error("the snapshot was written to {path}, but {failed}; no object was left in the store")]
     UploadFailed { path: String, failed: String },
     #[error("the upload failed: {0}; no object was left in the store and no local archive was asked for")]
@@ -254,7 +256,14 @@ pub fn execute(ctx: &ActionContext, p: &SnapshotParams) -> Result<Results, Error
     if dest.local() {
         check_target(&p.target, &source.status)?;
     }
-    let taken = rt.block_on(take(ctx, p, &source, dest, &opened))?;
+    let recipients = if dest.store() && !stores.recipients.is_empty() {
+        // Refused before anything is written, never sent out plain.
+        crate::store::crypt::recipients(&stores.recipients).map_err(SnapshotError::Encryption)?;
+        Some(stores.recipients.clone())
+    } else {
+        None
+    };
+    let taken = rt.block_on(take(ctx, p, &source, dest, (&opened, recipients)))?;
     report(ctx, p, &source, dest, taken)
 }
 
@@ -361,7 +370,7 @@ async fn take(
     p: &SnapshotParams,
     source: &Source,
     dest: Destination,
-    stores: &[Store],
+    (stores, recipients): (&[Store], Option<Vec<String>>),
 ) -> Result<Taken, Error> {
     let now = UtcTime::now();
     let name = snapshot_name(&now.stamp());
@@ -370,8 +379,19 @@ async fn take(
     let uploads: Vec<Upload> = stores
         .iter()
         .map(|s| {
-            let key = s.settings.key(app, &name);
-            Upload::start(s, &key, s.start_metadata(&manifest), &ctx.paths.state_dir())
+            // An encrypted object says so in its name.
+            let object = match &recipients {
+                Some(_) => format!("{name}.age"),
+                None => name.clone(),
+            };
+            let key = s.settings.key(app, &object);
+            Upload::start(
+                s,
+                &key,
+                s.start_metadata(&manifest),
+                recipients.clone(),
+                &ctx.paths.state_dir(),
+            )
         })
         .collect();
     let local_dir = dest.local().then_some(p.target.as_path());
@@ -415,6 +435,7 @@ async fn take(
         sha256: hex(&published.sha256),
         bytes: published.bytes,
         manifest: manifest.clone(),
+        encrypted: None,
     };
     let local = local_dir.map(|_| published.path.clone());
     if let Some(path) = &local {

@@ -17,10 +17,24 @@ pub const MAX_RECORD: u64 = 64 << 10;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
+    /// The archive's (or object's) file name.
     pub archive: String,
+    /// SHA-256 and size of the tar.gz archive (before any encryption).
     pub sha256: String,
     pub bytes: u64,
     pub manifest: Manifest,
+    /// Set when the object is the archive encrypted with age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<Encrypted>,
+}
+
+/// The object as stored, when it is encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encrypted {
+    pub sha256: String,
+    pub bytes: u64,
+    /// The age recipients it was encrypted to.
+    pub recipients: Vec<String>,
 }
 
 impl Record {

@@ -44,6 +44,16 @@ pub fn sync(ctx: &HookContext, hook: &str) -> Vec<String> {
             }
         }
     }
+    let config = tools.config().unwrap_or_default();
+    stores.recipients = crate::store::crypt::split_recipients(
+        config
+            .get("backup_encryption_recipients")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default(),
+    );
+    if let Err(e) = crate::store::crypt::recipients(&stores.recipients) {
+        problems.push(e);
+    }
     if stores != before {
         match stores.save(&state_dir) {
             Ok(()) => log_changes(ctx, &before, &stores),

@@ -9,6 +9,7 @@
 //! the archive is complete: an S3 upload fixes its metadata before the
 //! first byte, long before the checksum is known.
 
+pub mod crypt;
 pub mod download;
 pub mod list;
 pub mod retention;
@@ -255,6 +256,10 @@ pub fn timed_out(e: &object_store::Error) -> bool {
 pub struct Stores {
     #[serde(default)]
     pub stores: BTreeMap<Kind, StoreSettings>,
+    /// age recipients stored archives are encrypted to (the
+    /// `backup_encryption_recipients` option); empty: not encrypted.
+    #[serde(default)]
+    pub recipients: Vec<String>,
 }
 
 impl Stores {
@@ -276,7 +281,7 @@ impl Stores {
     /// Writes the file 0600 (atomically), or removes it when empty.
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
         let path = state_dir.join(STATE_FILE);
-        if self.stores.is_empty() {
+        if self.stores.is_empty() && self.recipients.is_empty() {
             return match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),

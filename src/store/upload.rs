@@ -21,6 +21,7 @@ use object_store::{
     Attribute, AttributeValue, Attributes, ObjectStoreExt, PutMultipartOptions, PutPayload,
 };
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
 use super::{Kind, Record, Store, StoreError, Stores, RECORD_SUFFIX};
@@ -62,10 +63,13 @@ pub struct Upload {
 impl Upload {
     /// Starts the upload of `key`; nothing is visible in the store until
     /// `finish` succeeds.
+    /// With `recipients`, the object is the archive encrypted to them
+    /// with age, in the stream.
     pub fn start(
         store: &Store,
         key: &str,
         metadata: Vec<(&'static str, String)>,
+        recipients: Option<Vec<String>>,
         state_dir: &Path,
     ) -> Upload {
         let (tx, rx) = sync_channel(1);
@@ -73,6 +77,7 @@ impl Upload {
             store: store.clone(),
             key: key.to_string(),
             metadata,
+            recipients,
             state_dir: state_dir.to_path_buf(),
         };
         let thread = std::thread::Builder::new()
@@ -199,6 +204,7 @@ struct Worker {
     store: Store,
     key: String,
     metadata: Vec<(&'static str, String)>,
+    recipients: Option<Vec<String>>,
     state_dir: PathBuf,
 }
 
@@ -242,7 +248,11 @@ impl Worker {
         let mut attributes = Attributes::new();
         attributes.insert(
             Attribute::ContentType,
-            AttributeValue::from("application/gzip"),
+            AttributeValue::from(if self.recipients.is_some() {
+                "application/octet-stream"
+            } else {
+                "application/gzip"
+            }),
         );
         if !self.store.settings.storage_class.is_empty() && self.store.settings.kind == Kind::S3 {
             attributes.insert(
@@ -300,48 +310,60 @@ impl Worker {
         path: &ObjectPath,
         id: &str,
     ) -> Result<Uploaded, StoreError> {
-        let mp = self.store.multipart();
-        let mut tasks: JoinSet<(usize, object_store::Result<PartId>)> = JoinSet::new();
-        let mut done: Vec<Option<PartId>> = Vec::new();
-        let mut bytes = 0u64;
+        let mut out = PartQueue {
+            worker: self,
+            path,
+            id,
+            tasks: JoinSet::new(),
+            done: Vec::new(),
+            stored: Sha256::new(),
+            stored_bytes: 0,
+        };
+        let mut age = match &self.recipients {
+            Some(r) => Some(AgeStream::new(r).map_err(|e| self.err(e))?),
+            None => None,
+        };
+        let mut plain = 0u64;
         let mut rx = Some(rx);
-        let record = loop {
+        let mut record = loop {
             let (back, msg) = next(rx.take()).await;
             rx = back;
             match msg {
                 Some(Msg::Part(data)) => {
-                    while tasks.len() >= IN_FLIGHT {
-                        self.join_one(&mut tasks, &mut done).await?;
+                    plain += data.len() as u64;
+                    let ready = match &mut age {
+                        None => vec![data],
+                        Some(a) => a.push(&data).map_err(|e| self.err(e))?,
+                    };
+                    for part in ready {
+                        out.send(part).await?;
                     }
-                    let idx = done.len();
-                    done.push(None);
-                    bytes += data.len() as u64;
-                    let (mp, path, id) = (mp.clone(), path.clone(), id.to_string());
-                    tasks.spawn(async move {
-                        let r = mp.put_part(&path, &id, idx, PutPayload::from(data)).await;
-                        (idx, r)
-                    });
                 }
-                Some(Msg::Finish(record)) => break record,
+                Some(Msg::Finish(record)) => break *record,
                 // The archive failed: the caller dropped its side.
                 None => return Err(self.err("the archive was not completed".into())),
             }
         };
-        while !tasks.is_empty() {
-            self.join_one(&mut tasks, &mut done).await?;
+        if let Some(a) = age.take() {
+            for part in a.finish().map_err(|e| self.err(e))? {
+                out.send(part).await?;
+            }
         }
-        if bytes != record.bytes {
+        if plain != record.bytes {
             return Err(self.err(format!(
-                "{bytes} bytes were uploaded of the archive's {}",
+                "{plain} bytes were uploaded of the archive's {}",
                 record.bytes
             )));
         }
-        // Every part answered, in order: a gap would shift part numbers.
-        let Some(parts) = done.into_iter().collect::<Option<Vec<PartId>>>() else {
-            return Err(self.err("a part of the upload was never confirmed".into()));
-        };
-        self.bounded(mp.complete_multipart(path, &id.to_string(), parts))
-            .await?;
+        let (stored_sha, stored_bytes) = out.complete().await?;
+        record.archive = self.key.rsplit('/').next().unwrap_or_default().to_string();
+        if let Some(recipients) = &self.recipients {
+            record.encrypted = Some(crate::archive::record::Encrypted {
+                sha256: stored_sha,
+                bytes: stored_bytes,
+                recipients: recipients.clone(),
+            });
+        }
         let record_key = ObjectPath::from(format!("{}{RECORD_SUFFIX}", self.key));
         let text = record.to_json();
         if let Err(e) = self
@@ -359,7 +381,7 @@ impl Worker {
         Ok(Uploaded {
             url: self.store.url(),
             key: self.key.clone(),
-            bytes,
+            bytes: stored_bytes,
         })
     }
 
@@ -394,6 +416,130 @@ impl Worker {
             }
         }
     }
+}
+
+/// The parts of one upload, in order, at most `IN_FLIGHT` at a time,
+/// hashed as stored.
+struct PartQueue<'a> {
+    worker: &'a Worker,
+    path: &'a ObjectPath,
+    id: &'a str,
+    tasks: JoinSet<(usize, object_store::Result<PartId>)>,
+    done: Vec<Option<PartId>>,
+    stored: Sha256,
+    stored_bytes: u64,
+}
+
+impl PartQueue<'_> {
+    async fn send(&mut self, data: Vec<u8>) -> Result<(), StoreError> {
+        while self.tasks.len() >= IN_FLIGHT {
+            self.worker
+                .join_one(&mut self.tasks, &mut self.done)
+                .await?;
+        }
+        self.stored.update(&data);
+        self.stored_bytes += data.len() as u64;
+        let idx = self.done.len();
+        self.done.push(None);
+        let (mp, path, id) = (
+            self.worker.store.multipart(),
+            self.path.clone(),
+            self.id.to_string(),
+        );
+        self.tasks.spawn(async move {
+            let r = mp.put_part(&path, &id, idx, PutPayload::from(data)).await;
+            (idx, r)
+        });
+        Ok(())
+    }
+
+    /// Waits for every part and completes the upload; the SHA-256 and
+    /// size of the object as stored.
+    async fn complete(mut self) -> Result<(String, u64), StoreError> {
+        while !self.tasks.is_empty() {
+            self.worker
+                .join_one(&mut self.tasks, &mut self.done)
+                .await?;
+        }
+        // Every part answered, in order: a gap would shift part numbers.
+        let Some(parts) = std::mem::take(&mut self.done)
+            .into_iter()
+            .collect::<Option<Vec<PartId>>>()
+        else {
+            return Err(self
+                .worker
+                .err("a part of the upload was never confirmed".into()));
+        };
+        let mp = self.worker.store.multipart();
+        self.worker
+            .bounded(mp.complete_multipart(self.path, &self.id.to_string(), parts))
+            .await?;
+        let sha = crate::etcd::snapshot::hex(&self.stored.clone().finalize());
+        Ok((sha, self.stored_bytes))
+    }
+}
+
+/// age encryption in the stream: plaintext in, whole parts of ciphertext
+/// out (the last one short).
+struct AgeStream {
+    writer: age::stream::StreamWriter<SharedBuf>,
+    buf: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+}
+
+#[derive(Clone)]
+struct SharedBuf(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl Write for SharedBuf {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AgeStream {
+    fn new(recipients: &[String]) -> Result<AgeStream, String> {
+        let parsed = super::crypt::recipients(recipients)?;
+        let buf = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let enc = age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| format!("cannot encrypt to the recipients: {e}"))?;
+        let writer = enc
+            .wrap_output(SharedBuf(buf.clone()))
+            .map_err(|e| format!("cannot start the encryption: {e}"))?;
+        Ok(AgeStream { writer, buf })
+    }
+
+    fn push(&mut self, data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        self.writer
+            .write_all(data)
+            .map_err(|e| format!("the encryption failed: {e}"))?;
+        Ok(take_parts(&self.buf, false))
+    }
+
+    fn finish(self) -> Result<Vec<Vec<u8>>, String> {
+        let AgeStream { writer, buf } = self;
+        writer
+            .finish()
+            .map_err(|e| format!("the encryption failed: {e}"))?;
+        Ok(take_parts(&buf, true))
+    }
+}
+
+/// Whole parts from the front of `buf`; with `all`, the short rest too.
+fn take_parts(buf: &std::cell::RefCell<Vec<u8>>, all: bool) -> Vec<Vec<u8>> {
+    let mut buf = buf.borrow_mut();
+    let mut parts = Vec::new();
+    while buf.len() >= PART || (all && !buf.is_empty()) {
+        let rest = if buf.len() > PART {
+            buf.split_off(PART)
+        } else {
+            Vec::new()
+        };
+        parts.push(std::mem::replace(&mut *buf, rest));
+    }
+    parts
 }
 
 /// The next message, received off the runtime (the channel is std's: the

@@ -372,7 +372,11 @@ pub struct AzureServer {
 impl AzureServer {
     pub fn start(dir: &Path) -> AzureServer {
         let bin = deps_dir().join("azurite/node_modules/.bin/azurite-blob");
-        assert!(bin.is_file(), "{} is missing; run ./charm deps", bin.display());
+        assert!(
+            bin.is_file(),
+            "{} is missing; run ./charm deps",
+            bin.display()
+        );
         let port = free_port(&["127.0.0.1"]);
         let data = dir.join("azurite");
         std::fs::create_dir_all(&data).expect("azurite dir");
@@ -381,7 +385,12 @@ impl AzureServer {
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
             .arg("--location")
             .arg(&data)
-            .args(["--skipApiVersionCheck", "--loose", "--silent", "--disableTelemetry"])
+            .args([
+                "--skipApiVersionCheck",
+                "--loose",
+                "--silent",
+                "--disableTelemetry",
+            ])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
