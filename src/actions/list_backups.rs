@@ -73,12 +73,23 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     let target = params::string(&p, "target", DEFAULT_TARGET)?;
     let mut backups = list::local(Path::new(&target));
     let rt = crate::actions::runtime()?;
-    let app = ctx.env.unit_name.split('/').next().unwrap_or("etcd");
+    let own = ctx.env.unit_name.split('/').next().unwrap_or("etcd");
+    // Another application's backups in the same stores (the one a new
+    // application replaces); their IDs name it, as restore takes them.
+    let app = params::optional_string(&p, "application")?.unwrap_or_else(|| own.to_string());
+    if app != own {
+        backups.clear();
+    }
     for settings in stores.stores.values() {
         let store = Store::open(settings, Timeouts { stall }).map_err(ListError::Store)?;
-        let found = rt
-            .block_on(list::in_store(&store, app))
+        let mut found = rt
+            .block_on(list::in_store(&store, &app))
             .map_err(ListError::Store)?;
+        if app != own {
+            for b in &mut found {
+                b.id = format!("{app}/{}", b.id);
+            }
+        }
         backups.extend(found);
     }
     list::sort(&mut backups);

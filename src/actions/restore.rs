@@ -47,7 +47,7 @@ pub enum RestoreError {
     EmptySource(PathBuf),
     #[error("give either source or backup-id, not both")]
     TwoSources,
-    #[error("backup-id {0:?} is not a backup ID: IDs are archive names such as etcd-snapshot-2026-11-23-20.41.47.tar.gz, as list-backups shows them")]
+    #[error("backup-id {0:?} is not a backup ID: IDs are archive names such as etcd-snapshot-2026-11-23-20.41.47.tar.gz, as list-backups shows them, or <application>/<archive name> for another application's backup in the same store")]
     BadId(String),
     #[error("backup-id needs an object store: relate this application to the s3-integrator or azure-storage-integrator that holds the backup (s3-credentials, azure-credentials)")]
     NoStore,
@@ -229,20 +229,32 @@ impl Source {
 
 /// The backup `id` in the first related store that holds it, with its
 /// record when it has one.
+/// `<archive>` (this application's) or `<application>/<archive>` (another
+/// application's backup in the same store: a new application restoring
+/// the one it replaces).
+fn parse_id<'a>(own_app: &'a str, id: &'a str) -> Option<(&'a str, &'a str)> {
+    let (app, name) = id.split_once('/').unwrap_or((own_app, id));
+    let app_ok = app.starts_with(|c: char| c.is_ascii_lowercase())
+        && app
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    (app_ok && !name.contains('/') && archive_stamp(name).is_some()).then_some((app, name))
+}
+
 fn find_backup(ctx: &ActionContext, p: &RestoreParams, id: &str) -> Result<Source, Error> {
-    if id.contains('/') || archive_stamp(id).is_none() {
+    let own = ctx.env.unit_name.split('/').next().unwrap_or("etcd");
+    let Some((app, id)) = parse_id(own, id) else {
         return Err(RestoreError::BadId(id.to_string()).into());
-    }
+    };
     let stores = Stores::load(&ctx.paths.state_dir()).map_err(RestoreError::Store)?;
     // list-backups lists the snapshot action's default target too.
     let local = Path::new(crate::actions::snapshot::DEFAULT_TARGET).join(id);
     if stores.is_empty() {
-        if local.is_file() {
+        if app == own && local.is_file() {
             return Ok(Source::File(local));
         }
         return Err(RestoreError::NoStore.into());
     }
-    let app = ctx.env.unit_name.split('/').next().unwrap_or("etcd");
     let rt = crate::actions::runtime()?;
     let stall = p.stall_timeout;
     for settings in stores.stores.values() {
@@ -281,7 +293,7 @@ fn find_backup(ctx: &ActionContext, p: &RestoreParams, id: &str) -> Result<Sourc
             identities,
         })));
     }
-    if local.is_file() {
+    if app == own && local.is_file() {
         return Ok(Source::File(local));
     }
     Err(RestoreError::NoBackup {
