@@ -10,6 +10,16 @@ alternating the contenders each round:
   restore   charm action skip-backup=true | tar xzf + etcdutl snapshot restore
             charm action with backup | the same + tar czf of the old data dir
 
+Then, against moto's S3 server on loopback (unless --no-store):
+
+  snapshot  charm action to the store, both (local + store) and local
+            only | etcdctl snapshot save + upload of the db with the same
+            client library (examples/s3put, as aws s3 cp would)
+  restore   charm action from the store (backup-id) | from the local file
+  downtime  how long etcd answers no client while a restore from the store
+            swaps the data (a prober asks /health every 5 ms), beside its
+            floor: etcd stopped and started on the same restored data
+
 It prints medians, ratios to the baseline (and the floor), the charm's peak
 memory and the archive size against gzip -6 of the same db. Nothing is
 asserted: the figures are for people.
@@ -255,11 +265,177 @@ def bench_size(size, args, charm_dir, bin_dir, fill):
         )
         raw = {**{"snapshot " + k: v for k, v in snap.items()}, **{"restore " + k: v for k, v in rest.items()}}
         print("raw seconds:", json.dumps({k: [round(x, 2) for x in v] for k, v in raw.items()}))
+        if args.store:
+            bench_store(unit, work, args, bin_dir, keep)
         return {"size": size, "median": med, "archive_ratio": charm_size / gzip6}
     finally:
         if unit:
             subprocess.run(f"{unit.dir}/bin/systemctl stop snap.etcd.etcd", shell=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+class Prober:
+    """Asks etcd's /health every 5 ms on its own thread; the longest time
+    no answer came is the downtime."""
+
+    def __init__(self, client):
+        import threading
+        import urllib.request
+
+        self.url = client + "/health"
+        self.stop = threading.Event()
+        self.longest = 0.0
+        self.open = urllib.request.urlopen
+
+        def run():
+            down_since = None
+            deadline = time.monotonic() + 3600
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                try:
+                    ok = self.open(self.url, timeout=0.2).status == 200
+                except Exception:
+                    ok = False
+                now = time.monotonic()
+                if ok and down_since is not None:
+                    self.longest = max(self.longest, now - down_since)
+                    down_since = None
+                elif not ok and down_since is None:
+                    down_since = now
+                time.sleep(0.005)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def done(self):
+        self.stop.set()
+        self.thread.join()
+        return self.longest
+
+
+def start_moto(deps, work):
+    port = free_port()
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="3")
+    proc = subprocess.Popen(
+        [os.path.join(deps, "moto/bin/moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    admin = [os.path.join(deps, "moto/bin/python"), os.path.join(HERE, "..", "tests/support/s3admin.py"), endpoint]
+    keys = json.loads(subprocess.run(admin + ["setup"], capture_output=True, check=True, text=True).stdout)
+    env = dict(os.environ, AK=keys["access"], SK=keys["secret"])
+    subprocess.run(admin + ["create-bucket", "etcd-backups"], env=env, capture_output=True, check=True)
+    return proc, endpoint, keys
+
+
+def bench_store(unit, work, args, bin_dir, local_archive):
+    moto, endpoint, keys = start_moto(args.deps, work)
+    try:
+        state = os.path.join(unit.root, "var/lib/etcd-charm")
+        os.makedirs(state, exist_ok=True)
+        stores = os.path.join(state, "stores.json")
+        # What the hooks write once s3-integrator answers.
+        settings = {
+            "kind": "s3", "bucket": "etcd-backups", "account": keys["access"], "secret": keys["secret"],
+            "endpoint": endpoint, "region": "us-east-1", "path": "bench", "virtual_hosted": False,
+        }
+        with open(os.open(stores, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            json.dump({"stores": {"s3": settings}}, f)
+        times = {"local": [], "both": [], "store": [], "baseline": []}
+        peaks = []
+        ids = []
+        out = os.path.join(work, "charm-store")
+
+        def charm(dest):
+            def run():
+                shutil.rmtree(out, ignore_errors=True)
+                time.sleep(1.05)  # one archive name per second
+                secs, peak, results = unit.action("snapshot", f"target={out}", f"destination={dest}")
+                times[dest].append(secs)
+                if dest != "local":
+                    peaks.append(peak)
+                    ids.append(results["snapshot.name"])
+
+            return run
+
+        def baseline():
+            b = os.path.join(work, "sb")
+            shutil.rmtree(b, ignore_errors=True)
+            os.makedirs(b)
+            key = f"bench/baseline/db-{len(times['baseline'])}"
+            times["baseline"].append(
+                timed(
+                    lambda: sh(
+                        unit.etcdctl(f"snapshot save {b}/db") + " >/dev/null 2>&1"
+                        f" && {args.s3put} {stores} {b}/db {key}"
+                    )
+                )
+            )
+            shutil.rmtree(b, ignore_errors=True)
+
+        order = [charm("local"), charm("both"), charm("store"), baseline]
+        for r in range(args.runs):
+            for fn in order[r % 4 :] + order[: r % 4]:
+                fn()
+        shutil.rmtree(out, ignore_errors=True)
+
+        rest = {"local": [], "store": []}
+        downs, floors = [], []
+
+        def restore_local():
+            secs, _, _ = unit.action("restore", f"source={local_archive}", "skip-backup=true")
+            rest["local"].append(secs)
+
+        def restore_store():
+            probe = Prober(unit.client)
+            secs, peak, _ = unit.action("restore", f"backup-id={ids[-1]}", "skip-backup=true")
+            downs.append(probe.done())
+            rest["store"].append(secs)
+            peaks.append(peak)
+            # The floor: the same restored data, etcd stopped and started.
+            probe = Prober(unit.client)
+            unit.systemctl("stop")
+            unit.systemctl("start")
+            unit.wait_healthy()
+            time.sleep(0.05)
+            floors.append(probe.done())
+
+        order = [restore_local, restore_store]
+        for r in range(args.runs):
+            for fn in order[r % 2 :] + order[: r % 2]:
+                fn()
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rmed = {k: statistics.median(v) for k, v in rest.items()}
+        print(f"\nobject store (moto S3 on loopback), {args.runs} runs each, median wall time\n")
+        print("| operation | contender | median s | vs local-only | vs baseline | peak RSS |")
+        print("|---|---|---|---|---|---|")
+        for k, label in (
+            ("store", "charm action, destination=store"),
+            ("both", "charm action, destination=both"),
+            ("local", "charm action, destination=local"),
+            ("baseline", "etcdctl snapshot save + upload (s3put)"),
+        ):
+            print(
+                f"| snapshot | {label} | {med[k]:.1f} | {med[k] / med['local']:.2f}x | "
+                f"{med[k] / med['baseline']:.2f}x | {max(peaks, key=size_of) if k in ('store', 'both') else ''} |"
+            )
+        print(f"| restore | charm action, backup-id (store) | {rmed['store']:.1f} | {rmed['store'] / rmed['local']:.2f}x | | |")
+        print(f"| restore | charm action, source= (local file) | {rmed['local']:.1f} | 1.00x | | |")
+        d, fl = statistics.median(downs), statistics.median(floors)
+        print(f"\nrestore downtime from the store: {d:.2f} s against a floor of {fl:.2f} s (etcd stopped and started on the same data): {d / fl:.2f}x")
+        r2 = lambda v: [round(x, 2) for x in v]
+        print("raw:", json.dumps({"snapshot": {k: r2(v) for k, v in times.items()}, "restore": {k: r2(v) for k, v in rest.items()}, "downtime": r2(downs), "floor": r2(floors)}))
+    finally:
+        moto.kill()
+        moto.wait()
 
 
 def main():
@@ -271,7 +447,10 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--work", default="/var/tmp")
     p.add_argument("--level", type=int, help="the charm's compression-level (default: the action's)")
+    p.add_argument("--s3put", help="the upload contender (examples/s3put); without it, no store runs")
+    p.add_argument("--no-store", dest="store", action="store_false", help="skip the object store runs")
     args = p.parse_args()
+    args.store = args.store and bool(args.s3put)
     bin_dir = os.path.join(args.deps, "etcd-3.5.16", "bin")
     print(f"machine: {os.cpu_count()} cores; etcd 3.5.16; charm {args.charm_dir}")
     rows = [bench_size(size_arg(s), args, args.charm_dir, bin_dir, args.fill) for s in args.sizes.split(",")]

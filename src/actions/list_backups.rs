@@ -77,6 +77,12 @@ pub fn run(ctx: &ActionContext) -> Result<Results, Error> {
     // Another application's backups in the same stores (the one a new
     // application replaces); their IDs name it, as restore takes them.
     let app = params::optional_string(&p, "application")?.unwrap_or_else(|| own.to_string());
+    if !crate::store::is_app_name(&app) {
+        return Err(Error::Param {
+            name: "application".into(),
+            reason: format!("{app:?} is not an application name"),
+        });
+    }
     if app != own {
         backups.clear();
     }

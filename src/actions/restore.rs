@@ -150,24 +150,43 @@ struct Stored {
     identities: Vec<age::x25519::Identity>,
 }
 
-/// The identities in an identity file only root can read.
+/// The identities in an identity file only this user (root) can read:
+/// opened without following a link, checked on the open file, read at
+/// most 64 KiB.
 fn read_identities(path: &Path) -> Result<Vec<age::x25519::Identity>, RestoreError> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let bad = |reason: String| RestoreError::IdentityFile {
         path: path.to_path_buf(),
         reason,
     };
-    let meta = fs::symlink_metadata(path).map_err(|e| bad(e.to_string()))?;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| bad(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
     if !meta.is_file() {
         return Err(bad("it is not a regular file".into()));
     }
-    if meta.permissions().mode() & 0o077 != 0 {
+    // SAFETY: geteuid(2) only reads the process's effective user ID.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
         return Err(bad(format!(
-            "its mode is {:o}, so others can read the key; chmod 600 it",
-            meta.permissions().mode() & 0o777
+            "it belongs to uid {}, not to the user the charm runs as ({me}); chown it",
+            meta.uid()
         )));
     }
-    let text = fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(bad(format!(
+            "its mode is {:o}, so others can read the key; chmod 600 it",
+            meta.mode() & 0o777
+        )));
+    }
+    let mut text = String::new();
+    file.take(64 << 10)
+        .read_to_string(&mut text)
+        .map_err(|e| bad(e.to_string()))?;
     crate::store::crypt::identities(&text).map_err(bad)
 }
 
@@ -217,7 +236,10 @@ impl Source {
                     .map_err(|e| RestoreError::from(VerifyError::Damaged(e.to_string())))?;
                 let plain = dec
                     .decrypt(o.identities.iter().map(|i| i as &dyn age::Identity))
-                    .map_err(|_| wrong())?;
+                    .map_err(|e| match e {
+                        age::DecryptError::NoMatchingKeys => wrong(),
+                        other => RestoreError::from(VerifyError::Damaged(other.to_string())),
+                    })?;
                 Ok(
                     verify_stream_and_stage(plain, o.record.bytes, staging, Some(expect))
                         .map_err(RestoreError::from)?,
@@ -234,11 +256,8 @@ impl Source {
 /// the one it replaces).
 fn parse_id<'a>(own_app: &'a str, id: &'a str) -> Option<(&'a str, &'a str)> {
     let (app, name) = id.split_once('/').unwrap_or((own_app, id));
-    let app_ok = app.starts_with(|c: char| c.is_ascii_lowercase())
-        && app
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    (app_ok && !name.contains('/') && archive_stamp(name).is_some()).then_some((app, name))
+    (crate::store::is_app_name(app) && !name.contains('/') && archive_stamp(name).is_some())
+        .then_some((app, name))
 }
 
 fn find_backup(ctx: &ActionContext, p: &RestoreParams, id: &str) -> Result<Source, Error> {

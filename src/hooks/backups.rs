@@ -44,13 +44,19 @@ pub fn sync(ctx: &HookContext, hook: &str) -> Vec<String> {
             }
         }
     }
-    let config = tools.config().unwrap_or_default();
-    stores.recipients = crate::store::crypt::split_recipients(
-        config
-            .get("backup_encryption_recipients")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default(),
-    );
+    // Unreadable config keeps the recipients recorded: never fewer than
+    // the operator asked for.
+    match tools.config() {
+        Ok(config) => {
+            stores.recipients = crate::store::crypt::split_recipients(
+                config
+                    .get("backup_encryption_recipients")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default(),
+            );
+        }
+        Err(e) => problems.push(format!("cannot read the config: {e}")),
+    }
     if let Err(e) = crate::store::crypt::recipients(&stores.recipients) {
         problems.push(e);
     }

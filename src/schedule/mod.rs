@@ -59,7 +59,33 @@ pub struct LastRun {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Running {
     pid: u32,
+    /// The process's start time (clock ticks since boot): a pid reused
+    /// after a reboot or a kill is not taken for this run.
+    #[serde(default)]
+    pid_start: u64,
     started_unix: u64,
+}
+
+impl Running {
+    fn mine(started_unix: u64) -> Running {
+        let pid = std::process::id();
+        Running {
+            pid,
+            pid_start: proc_start(pid).unwrap_or(0),
+            started_unix,
+        }
+    }
+
+    fn alive(&self) -> bool {
+        proc_start(self.pid).is_some_and(|t| t == self.pid_start)
+    }
+}
+
+/// Field 22 of /proc/<pid>/stat, after the command name in parentheses.
+fn proc_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn read<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
@@ -117,11 +143,13 @@ impl Options {
 /// Asks systemd whether it understands `spec`; when `systemd-analyze` is
 /// not there to ask, the timer's own load will say.
 fn check_calendar(spec: &str) -> Result<(), String> {
-    if spec.contains('\n') {
-        return Err("backup_schedule must be one line".into());
+    if spec.contains(['\n', '\r', '%']) || spec.starts_with('-') {
+        return Err(format!(
+            "backup_schedule {spec:?} is not a systemd calendar expression; use for example \"daily\", \"hourly\" or \"*-*-* 02:30:00\""
+        ));
     }
     match std::process::Command::new("systemd-analyze")
-        .args(["calendar", spec])
+        .args(["calendar", "--", spec])
         .output()
     {
         Err(_) => Ok(()),
@@ -163,7 +191,7 @@ fn timer_text(schedule: &str) -> String {
     format!(
         "# Written by the etcd charm: the backup_schedule option.\n\
          [Unit]\nDescription=etcd charm backups ({schedule})\n\n\
-         [Timer]\nOnCalendar={schedule}\nPersistent=true\nAccuracySec=1s\n\n\
+         [Timer]\nOnCalendar={schedule}\nAccuracySec=1s\n\n\
          [Install]\nWantedBy=timers.target\n"
     )
 }
@@ -238,7 +266,11 @@ fn install(
     let dir = unit_dir(paths);
     let changed = put(&dir.join(UNIT), &service_text(paths, dispatch))?
         | put(&dir.join(TIMER), &timer_text(&options.schedule))?;
-    if changed {
+    // Asked every time: a step that failed once must not stay failed
+    // behind unchanged files.
+    let running = systemctl_unit(&["is-enabled", "--quiet", TIMER]).is_ok()
+        && systemctl_unit(&["is-active", "--quiet", TIMER]).is_ok();
+    if changed || !running {
         systemctl_unit(&["daemon-reload"])?;
         systemctl_unit(&["enable", "--now", TIMER])?;
         // A timer already running keeps its old calendar until restarted.
@@ -249,7 +281,10 @@ fn install(
 
 /// No timer on this unit (not the leader, or no schedule).
 fn remove(paths: &Paths) -> Result<(), String> {
-    let _ = std::fs::remove_file(paths.state_dir().join(PLAN));
+    // A unit that runs backups again later starts with a clean slate.
+    for f in [PLAN, LAST, RUNNING] {
+        let _ = std::fs::remove_file(paths.state_dir().join(f));
+    }
     let dir = unit_dir(paths);
     let (timer, service) = (dir.join(TIMER), dir.join(UNIT));
     if !timer.exists() && !service.exists() {
@@ -286,7 +321,7 @@ pub fn status_note(paths: &Paths) -> Option<(bool, String)> {
     let plan = Plan::load(paths)?;
     let now = UtcTime::now().unix;
     if let Some(r) = read::<Running>(&paths.state_dir().join(RUNNING)) {
-        if !alive(r.pid) {
+        if !r.alive() {
             return Some((
                 true,
                 format!(
@@ -320,10 +355,6 @@ pub fn status_note(paths: &Paths) -> Option<(bool, String)> {
     ))
 }
 
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,7 +375,7 @@ mod tests {
         ));
         let t = timer_text("*-*-* 02:30:00");
         assert!(
-            t.contains("OnCalendar=*-*-* 02:30:00\nPersistent=true"),
+            t.contains("OnCalendar=*-*-* 02:30:00\nAccuracySec=1s"),
             "{t}"
         );
         assert_eq!(ago(7300), "2h ago");

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{alive, read, write, LastRun, Plan, Running, RUNNING};
+use super::{read, write, LastRun, Plan, Running, RUNNING};
 use crate::actions::snapshot::{self, SnapshotParams};
 use crate::actions::{journal, ActionContext};
 use crate::archive::record;
@@ -29,30 +29,53 @@ pub fn main() -> i32 {
         eprintln!("no backup plan on this unit (not the leader, or backup_schedule is empty); nothing to do");
         return 0;
     };
+    // One at a time, never beside an action: the action lock, waited for
+    // a while (a hook or an action holds it briefly), then this run is
+    // skipped and says so.
+    let lock = match wait_for_lock(&paths) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("scheduled backup skipped: {e}");
+            record(&paths, Err(format!("skipped: {e}")));
+            return 1;
+        }
+    };
     let running = paths.state_dir().join(RUNNING);
     if let Some(r) = read::<Running>(&running) {
-        if alive(r.pid) && r.pid != std::process::id() {
-            eprintln!(
-                "a scheduled backup (pid {}) is still running; this run is skipped",
-                r.pid
-            );
-            return 0;
-        }
         eprintln!(
             "the scheduled backup started at {} did not finish (killed?); any upload it left is aborted now",
             UtcTime::from_unix(r.started_unix).rfc3339()
         );
     }
     let now = UtcTime::now().unix;
-    let marker = Running {
-        pid: std::process::id(),
-        started_unix: now,
-    };
-    if let Err(e) = write(&running, &marker) {
+    if let Err(e) = write(&running, &Running::mine(now)) {
         eprintln!("cannot record the run in {}: {e}", running.display());
     }
-    let previous = LastRun::load(&paths);
-    let last = match backup(&paths, &plan) {
+    let outcome = backup(&paths, &plan, lock);
+    let ok = record(&paths, outcome);
+    let _ = std::fs::remove_file(&running);
+    i32::from(!ok)
+}
+
+/// How long a scheduled run waits for an action or hook to let go.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn wait_for_lock(paths: &Paths) -> Result<ActionLock, String> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match ActionLock::acquire(&paths.state_dir(), "scheduled backup") {
+            Ok(l) => return Ok(l),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e.to_string()),
+            Err(_) => std::thread::sleep(std::time::Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Leaves the outcome for the status; true when the backup was made.
+fn record(paths: &Paths, outcome: Result<(String, u64), String>) -> bool {
+    let now = UtcTime::now().unix;
+    let previous = LastRun::load(paths);
+    let last = match outcome {
         Ok((id, bytes)) => {
             eprintln!("scheduled backup {id} done ({bytes} bytes)");
             LastRun {
@@ -79,17 +102,14 @@ pub fn main() -> i32 {
             }
         }
     };
-    if let Err(e) = last.save(&paths) {
+    if let Err(e) = last.save(paths) {
         eprintln!("cannot record the outcome: {e}");
     }
-    let _ = std::fs::remove_file(&running);
-    i32::from(!last.ok)
+    last.ok
 }
 
-fn backup(paths: &Paths, plan: &Plan) -> Result<(String, u64), String> {
+fn backup(paths: &Paths, plan: &Plan, _lock: ActionLock) -> Result<(String, u64), String> {
     let state = paths.state_dir();
-    let _lock =
-        ActionLock::acquire(&state, "scheduled backup").map_err(|e| format!("skipped: {e}"))?;
     if let Some(note) = journal::recover_and_note(paths).map_err(|e| e.to_string())? {
         eprintln!("{note}");
     }

@@ -10,11 +10,17 @@ use age::x25519;
 /// is not one is refused, never skipped: an archive must not go out less
 /// protected than the operator asked.
 pub fn recipients(values: &[String]) -> Result<Vec<x25519::Recipient>, String> {
+    // The value itself is never repeated: it may be a pasted secret key.
     values
         .iter()
-        .map(|v| {
+        .enumerate()
+        .map(|(i, v)| {
             x25519::Recipient::from_str(v).map_err(|_| {
-                format!("backup_encryption_recipients holds {v:?}, which is not an age X25519 recipient (age1...)")
+                format!(
+                    "value {} of {} in backup_encryption_recipients is not an age X25519 recipient (age1...)",
+                    i + 1,
+                    values.len()
+                )
             })
         })
         .collect()

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use futures_util::{stream, StreamExt};
-use object_store::path::Path as ObjectPath;
 use serde::Serialize;
 
 use super::{Store, StoreError, RECORD_SUFFIX};
@@ -80,23 +79,7 @@ pub fn local(dir: &Path) -> Vec<Backup> {
 
 /// The archives under this application's prefix in `store`.
 pub async fn in_store(store: &Store, app: &str) -> Result<Vec<Backup>, StoreError> {
-    let prefix = ObjectPath::from(store.settings.prefix(app));
-    let stall = store.timeouts.stall;
-    let listed = match tokio::time::timeout(
-        stall * 4,
-        store.objects().list_with_delimiter(Some(&prefix)),
-    )
-    .await
-    {
-        Ok(Ok(l)) => l,
-        Ok(Err(e)) => return Err(store.error(&e)),
-        Err(_) => {
-            return Err(StoreError::Stalled {
-                store: store.url(),
-                secs: stall.as_secs(),
-            })
-        }
-    };
+    let listed = store.list_app(app).await?;
     let names: std::collections::HashSet<String> = listed
         .objects
         .iter()

@@ -129,6 +129,14 @@ impl StoreSettings {
     }
 }
 
+/// A Juju application name (what archives are filed under).
+pub fn is_app_name(app: &str) -> bool {
+    app.starts_with(|c: char| c.is_ascii_lowercase())
+        && app
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// A key prefix as an operator may write it (`/backups/`, `a//b`), reduced
 /// to the segments object keys are made of.
 pub fn clean_path(path: &str) -> String {
@@ -399,6 +407,22 @@ impl Store {
 
     pub fn url(&self) -> String {
         self.settings.url()
+    }
+
+    /// The objects directly under this application's prefix (every page).
+    pub async fn list_app(&self, app: &str) -> Result<object_store::ListResult, StoreError> {
+        let prefix = object_store::path::Path::from(self.settings.prefix(app));
+        let stall = self.timeouts.stall;
+        match tokio::time::timeout(stall * 4, self.objects().list_with_delimiter(Some(&prefix)))
+            .await
+        {
+            Ok(Ok(l)) => Ok(l),
+            Ok(Err(e)) => Err(self.error(&e)),
+            Err(_) => Err(StoreError::Stalled {
+                store: self.url(),
+                secs: stall.as_secs(),
+            }),
+        }
     }
 
     /// An error from this store, for the operator.

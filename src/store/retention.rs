@@ -24,16 +24,20 @@ impl Policy {
     }
 }
 
-/// Which of `names` (archive names) the policy removes, given the one
-/// just written and the time now.
+/// Which of `names` (file names in one place, records included) the
+/// policy removes, given the archive just written and the time now. Only
+/// archives with their record count towards `keep` (one without it is no
+/// backup, and must not push out one that is); those go by age alone.
 pub fn doomed(names: &[String], policy: Policy, just_written: &str, now_unix: u64) -> Vec<String> {
     let Some(newest) = archive_stamp(just_written) else {
         return Vec::new();
     };
-    let mut ours: Vec<(&str, &String)> = names
+    let all: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+    let mut ours: Vec<(&str, &String, bool)> = names
         .iter()
         .filter_map(|n| archive_stamp(n).map(|s| (s, n)))
         .filter(|(stamp, n)| *stamp < newest && n.as_str() != just_written)
+        .map(|(s, n)| (s, n, all.contains(format!("{n}{RECORD_SUFFIX}").as_str())))
         .collect();
     // Newest first; the one just written counts as the first kept.
     ours.sort_unstable_by(|a, b| b.0.cmp(a.0));
@@ -41,15 +45,18 @@ pub fn doomed(names: &[String], policy: Policy, just_written: &str, now_unix: u6
         UtcTime::from_unix(now_unix.saturating_sub(policy.max_age_days.saturating_mul(86_400)))
             .stamp()
     });
-    ours.iter()
-        .enumerate()
-        .filter(|(i, (stamp, _))| {
-            let too_many = policy.keep > 0 && (*i as u64) + 1 >= policy.keep;
-            let too_old = cutoff.as_ref().is_some_and(|c| *stamp < c.as_str());
-            too_many || too_old
-        })
-        .map(|(_, (_, n))| (*n).clone())
-        .collect()
+    let mut kept = 1u64;
+    let mut out = Vec::new();
+    for (stamp, name, recorded) in ours {
+        let too_old = cutoff.as_ref().is_some_and(|c| stamp < c.as_str());
+        let too_many = recorded && policy.keep > 0 && kept >= policy.keep;
+        if too_old || too_many {
+            out.push(name.clone());
+        } else if recorded {
+            kept += 1;
+        }
+    }
+    out
 }
 
 /// Applies the policy under this application's prefix; returns the keys
@@ -63,23 +70,8 @@ pub async fn prune(
     if policy.is_off() {
         return Ok(Vec::new());
     }
-    let prefix = ObjectPath::from(store.settings.prefix(app));
+    let listed = store.list_app(app).await?;
     let stall = store.timeouts.stall;
-    let listed = match tokio::time::timeout(
-        stall * 4,
-        store.objects().list_with_delimiter(Some(&prefix)),
-    )
-    .await
-    {
-        Ok(Ok(l)) => l,
-        Ok(Err(e)) => return Err(store.error(&e)),
-        Err(_) => {
-            return Err(StoreError::Stalled {
-                store: store.url(),
-                secs: stall.as_secs(),
-            })
-        }
-    };
     let names: Vec<String> = listed
         .objects
         .iter()
@@ -117,7 +109,7 @@ mod tests {
 
     #[test]
     fn count_and_age_each_remove_only_ours() {
-        let names = vec![
+        let mut names = vec![
             n("2026-11-20-00.00.00"),
             n("2026-11-21-00.00.00"),
             n("2026-11-22-00.00.00"),
@@ -127,6 +119,8 @@ mod tests {
             "etcd-snapshot-latest.tar.gz".to_string(),
             n("2099-01-01-00.00.00"),
         ];
+        let records: Vec<String> = names[..4].iter().map(|a| format!("{a}.json")).collect();
+        names.extend(records);
         let just = n("2026-11-24-00.00.00");
         let now = 1_795_478_400; // 2026-11-24T00:00:00Z
         let keep2 = doomed(
@@ -180,5 +174,17 @@ mod tests {
         );
         assert_eq!(keep1.len(), 4);
         assert!(!keep1.contains(&just));
+        // An archive without its record takes no place among the kept.
+        names.retain(|x| x != &format!("{}.json", n("2026-11-23-00.00.00")));
+        let keep2 = doomed(
+            &names,
+            Policy {
+                keep: 2,
+                max_age_days: 0,
+            },
+            &just,
+            now,
+        );
+        assert_eq!(keep2, [n("2026-11-21-00.00.00"), n("2026-11-20-00.00.00")]);
     }
 }

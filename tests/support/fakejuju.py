@@ -958,8 +958,10 @@ def tool_systemd_analyze(unit, args):
     """systemd-analyze calendar SPEC: the forms systemd.time(7) documents
     (shorthands, [weekday] [date] [time]); anything else is refused with
     systemd's own words."""
+    if args[1:2] == ["--"]:
+        args = args[:1] + args[2:]
     if len(args) != 2 or args[0] != "calendar":
-        raise ToolError("fake systemd-analyze: only 'calendar SPEC' is played", 1)
+        raise ToolError("fake systemd-analyze: only 'calendar [--] SPEC' is played", 1)
     spec = args[1]
     parts = spec.split()
     ok = spec.strip().lower() in CALENDAR_WORDS

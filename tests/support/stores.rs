@@ -28,6 +28,22 @@ fn moto_bin(name: &str) -> PathBuf {
     p
 }
 
+/// `[{"key", "size"}]` as the admin scripts print listings.
+fn keys_and_sizes(listing: &Value) -> Vec<(String, u64)> {
+    listing
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|o| {
+            (
+                o["key"].as_str().unwrap_or_default().to_string(),
+                o["size"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
 /// Waits until something accepts on 127.0.0.1:`port` (bounded).
 pub fn wait_listening(port: u16, limit: Duration) {
     let deadline = Instant::now() + limit;
@@ -101,18 +117,7 @@ impl S3Server {
 
     /// Object keys (and sizes) under `prefix` in the bucket.
     pub fn list(&self, prefix: &str) -> Vec<(String, u64)> {
-        self.admin(&["list", BUCKET, prefix])
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|o| {
-                (
-                    o["key"].as_str().unwrap_or_default().to_string(),
-                    o["size"].as_u64().unwrap_or(0),
-                )
-            })
-            .collect()
+        keys_and_sizes(&self.admin(&["list", BUCKET, prefix]))
     }
 
     /// Keys of the multipart uploads not completed nor aborted.
@@ -422,18 +427,7 @@ impl AzureServer {
     }
 
     pub fn list(&self, prefix: &str) -> Vec<(String, u64)> {
-        self.admin(&["list", CONTAINER, prefix])
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|o| {
-                (
-                    o["key"].as_str().unwrap_or_default().to_string(),
-                    o["size"].as_u64().unwrap_or(0),
-                )
-            })
-            .collect()
+        keys_and_sizes(&self.admin(&["list", CONTAINER, prefix]))
     }
 
     /// What azure-storage-integrator's leader writes for protocol http and
