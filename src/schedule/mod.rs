@@ -196,19 +196,15 @@ fn timer_text(schedule: &str) -> String {
     )
 }
 
-/// Writes `path` when its content differs; true when it changed.
+/// A unit file, 0644 as systemd's are; true when it changed.
 fn put(path: &Path, text: &str) -> Result<bool, String> {
-    if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
-        return Ok(false);
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let changed = crate::etcd::render::write_if_changed(path, text).map_err(fail)?;
+    if changed {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(fail)?;
     }
-    fsutil::create_private_dir(path.parent().unwrap_or(Path::new("/")))
-        .and_then(|()| fsutil::replace_file(path, text.as_bytes()))
-        .and_then(|()| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
-        })
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(true)
+    Ok(changed)
 }
 
 /// Brings this unit's timer in line: installed and current on the leader
