@@ -81,17 +81,10 @@ async fn pull(
     tx: std::sync::mpsc::SyncSender<Chunk>,
 ) {
     let path = ObjectPath::from(key);
-    let got = match tokio::time::timeout(store.timeouts.stall, store.objects().get(&path)).await {
-        Ok(Ok(g)) => g,
-        Ok(Err(e)) => {
-            let _ = meta.send(Err(store.error(&e)));
-            return;
-        }
-        Err(_) => {
-            let _ = meta.send(Err(StoreError::Stalled {
-                store: store.url(),
-                secs: store.timeouts.stall.as_secs(),
-            }));
+    let got = match store.bounded(store.objects().get(&path)).await {
+        Ok(g) => g,
+        Err(e) => {
+            let _ = meta.send(Err(e));
             return;
         }
     };
@@ -142,31 +135,15 @@ impl Read for ObjectReader {
 /// The record beside `archive_key`; None when there is none.
 pub async fn record(store: &Store, archive_key: &str) -> Result<Option<Record>, StoreError> {
     let path = ObjectPath::from(format!("{archive_key}{RECORD_SUFFIX}"));
-    let stall = store.timeouts.stall;
-    let got = match tokio::time::timeout(stall, store.objects().get(&path)).await {
-        Err(_) => {
-            return Err(StoreError::Stalled {
-                store: store.url(),
-                secs: stall.as_secs(),
-            })
-        }
-        Ok(Err(object_store::Error::NotFound { .. })) => return Ok(None),
-        Ok(Err(e)) => return Err(store.error(&e)),
-        Ok(Ok(g)) => g,
+    let got = match store.within(store.objects().get(&path)).await? {
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(store.error(&e)),
+        Ok(g) => g,
     };
     if got.meta.size > MAX_RECORD {
         return Ok(None);
     }
-    let body = match tokio::time::timeout(stall, got.bytes()).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return Err(store.error(&e)),
-        Err(_) => {
-            return Err(StoreError::Stalled {
-                store: store.url(),
-                secs: stall.as_secs(),
-            })
-        }
-    };
+    let body = store.bounded(got.bytes()).await?;
     // A record that does not parse is treated as missing: the archive is
     // listed as unverified, never trusted on it.
     Ok(Record::parse(&body))
@@ -175,14 +152,9 @@ pub async fn record(store: &Store, archive_key: &str) -> Result<Option<Record>, 
 /// The size of `key`; None when there is no such object.
 pub async fn size(store: &Store, key: &str) -> Result<Option<u64>, StoreError> {
     let path = ObjectPath::from(key);
-    let stall = store.timeouts.stall;
-    match tokio::time::timeout(stall, store.objects().head(&path)).await {
-        Ok(Ok(meta)) => Ok(Some(meta.size)),
-        Ok(Err(object_store::Error::NotFound { .. })) => Ok(None),
-        Ok(Err(e)) => Err(store.error(&e)),
-        Err(_) => Err(StoreError::Stalled {
-            store: store.url(),
-            secs: stall.as_secs(),
-        }),
+    match store.within(store.objects().head(&path)).await? {
+        Ok(meta) => Ok(Some(meta.size)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(store.error(&e)),
     }
 }

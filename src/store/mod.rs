@@ -409,6 +409,32 @@ impl Store {
         self.settings.url()
     }
 
+    /// A store request bounded by the stall timeout: its own result, or
+    /// `Stalled` when nothing came back in time.
+    pub async fn within<T>(
+        &self,
+        f: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> Result<object_store::Result<T>, StoreError> {
+        tokio::time::timeout(self.timeouts.stall, f)
+            .await
+            .map_err(|_| self.stalled())
+    }
+
+    /// As `within`, with the request's error said for the operator.
+    pub async fn bounded<T>(
+        &self,
+        f: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> Result<T, StoreError> {
+        self.within(f).await?.map_err(|e| self.error(&e))
+    }
+
+    pub fn stalled(&self) -> StoreError {
+        StoreError::Stalled {
+            store: self.url(),
+            secs: self.timeouts.stall.as_secs(),
+        }
+    }
+
     /// The objects directly under this application's prefix (every page).
     pub async fn list_app(&self, app: &str) -> Result<object_store::ListResult, StoreError> {
         let prefix = object_store::path::Path::from(self.settings.prefix(app));
@@ -418,20 +444,14 @@ impl Store {
         {
             Ok(Ok(l)) => Ok(l),
             Ok(Err(e)) => Err(self.error(&e)),
-            Err(_) => Err(StoreError::Stalled {
-                store: self.url(),
-                secs: stall.as_secs(),
-            }),
+            Err(_) => Err(self.stalled()),
         }
     }
 
     /// An error from this store, for the operator.
     pub fn error(&self, e: &object_store::Error) -> StoreError {
         if timed_out(e) {
-            return StoreError::Stalled {
-                store: self.url(),
-                secs: self.timeouts.stall.as_secs(),
-            };
+            return self.stalled();
         }
         StoreError::Client {
             store: self.url(),

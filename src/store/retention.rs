@@ -71,7 +71,6 @@ pub async fn prune(
         return Ok(Vec::new());
     }
     let listed = store.list_app(app).await?;
-    let stall = store.timeouts.stall;
     let names: Vec<String> = listed
         .objects
         .iter()
@@ -83,15 +82,9 @@ pub async fn prune(
         // The archive first: a record left alone lists nothing.
         for k in [key.clone(), format!("{key}{RECORD_SUFFIX}")] {
             let path = ObjectPath::from(k.as_str());
-            match tokio::time::timeout(stall, store.objects().delete(&path)).await {
-                Ok(Ok(())) | Ok(Err(object_store::Error::NotFound { .. })) => {}
-                Ok(Err(e)) => return Err(store.error(&e)),
-                Err(_) => {
-                    return Err(StoreError::Stalled {
-                        store: store.url(),
-                        secs: stall.as_secs(),
-                    })
-                }
+            match store.within(store.objects().delete(&path)).await? {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store.error(&e)),
             }
         }
         removed.push(key);

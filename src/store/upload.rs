@@ -224,25 +224,6 @@ impl Worker {
         }
     }
 
-    fn stalled(&self) -> StoreError {
-        StoreError::Stalled {
-            store: self.store.url(),
-            secs: self.store.timeouts.stall.as_secs(),
-        }
-    }
-
-    /// A store call bounded by the stall timeout.
-    async fn bounded<T>(
-        &self,
-        f: impl std::future::Future<Output = object_store::Result<T>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.store.timeouts.stall, f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.store.error(&e)),
-            Err(_) => Err(self.stalled()),
-        }
-    }
-
     async fn upload(self, rx: Receiver<Msg>) -> Result<Uploaded, StoreError> {
         let path = ObjectPath::from(self.key.as_str());
         let mut attributes = Attributes::new();
@@ -275,7 +256,10 @@ impl Worker {
             ..Default::default()
         };
         let mp = self.store.multipart();
-        let id = self.bounded(mp.create_multipart_opts(&path, opts)).await?;
+        let id = self
+            .store
+            .bounded(mp.create_multipart_opts(&path, opts))
+            .await?;
         let pending = Pending {
             kind: self.store.settings.kind,
             key: self.key.clone(),
@@ -284,7 +268,7 @@ impl Worker {
             endpoint: self.store.settings.endpoint.clone(),
         };
         if let Err(e) = pending.remember(&self.state_dir) {
-            let _ = self.bounded(mp.abort_multipart(&path, &id)).await;
+            let _ = self.store.bounded(mp.abort_multipart(&path, &id)).await;
             return Err(self.err(format!("cannot record the upload in the state dir: {e}")));
         }
         let outcome = self.parts(rx, &path, &id).await;
@@ -296,7 +280,12 @@ impl Worker {
             Err(e) => {
                 // Forgotten only once the store has let go of the parts;
                 // otherwise the next run aborts it.
-                if self.bounded(mp.abort_multipart(&path, &id)).await.is_ok() {
+                if self
+                    .store
+                    .bounded(mp.abort_multipart(&path, &id))
+                    .await
+                    .is_ok()
+                {
                     let _ = pending.forget(&self.state_dir);
                 }
                 Err(e)
@@ -367,6 +356,7 @@ impl Worker {
         let record_key = ObjectPath::from(format!("{}{RECORD_SUFFIX}", self.key));
         let text = record.to_json();
         if let Err(e) = self
+            .store
             .bounded(
                 self.store
                     .objects()
@@ -375,7 +365,7 @@ impl Worker {
             .await
         {
             // An archive without its record is no backup: take it back.
-            let _ = self.bounded(self.store.objects().delete(path)).await;
+            let _ = self.store.bounded(self.store.objects().delete(path)).await;
             return Err(e);
         }
         Ok(Uploaded {
@@ -472,6 +462,7 @@ impl PartQueue<'_> {
         };
         let mp = self.worker.store.multipart();
         self.worker
+            .store
             .bounded(mp.complete_multipart(self.path, &self.id.to_string(), parts))
             .await?;
         let sha = crate::etcd::snapshot::hex(&self.stored.clone().finalize());
@@ -638,9 +629,7 @@ pub fn abort_leftovers(stores: &Stores, state_dir: &Path, stall: Duration) -> Ve
         let path = ObjectPath::from(p.key.as_str());
         let mp = store.multipart();
         // The timer must be made inside the runtime.
-        let aborted = rt.block_on(async {
-            tokio::time::timeout(stall, mp.abort_multipart(&path, &p.id)).await
-        });
+        let aborted = rt.block_on(store.within(mp.abort_multipart(&path, &p.id)));
         match aborted {
             // Gone already (completed, aborted or expired) counts as done.
             Ok(Ok(())) | Ok(Err(object_store::Error::NotFound { .. })) => {
