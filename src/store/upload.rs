@@ -255,6 +255,17 @@ impl Worker {
             attributes,
             ..Default::default()
         };
+        // Never over another unit's archive of the same second.
+        match self.store.within(self.store.objects().head(&path)).await? {
+            Ok(_) => {
+                return Err(self.err(format!(
+                "{} already exists and is never overwritten; run the snapshot again a second later",
+                self.key
+            )))
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.store.error(&e)),
+        }
         let mp = self.store.multipart();
         let id = self
             .store
