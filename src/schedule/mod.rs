@@ -165,13 +165,19 @@ fn unit_dir(paths: &Paths) -> PathBuf {
     paths.under_root("etc/systemd/system")
 }
 
-fn quote(p: &Path) -> String {
-    format!(
-        "\"{}\"",
-        p.to_string_lossy()
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-    )
+/// A quoted word for a unit file: systemd's escapes, `%` doubled so no
+/// specifier is expanded, and in ExecStart `$` doubled so no variable is
+/// (Environment= does not expand `$`).
+fn quote(p: &Path, exec: bool) -> String {
+    let mut text = p
+        .to_string_lossy()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('%', "%%");
+    if exec {
+        text = text.replace('$', "$$");
+    }
+    format!("\"{text}\"")
 }
 
 fn service_text(paths: &Paths, dispatch: &Path) -> String {
@@ -181,9 +187,9 @@ fn service_text(paths: &Paths, dispatch: &Path) -> String {
          [Service]\nType=oneshot\n\
          Environment={}\nEnvironment={}\n\
          ExecStart={} scheduled-backup\nNice=10\nIOSchedulingClass=best-effort\nIOSchedulingPriority=7\n",
-        quote(Path::new(&format!("ETCD_CHARM_ROOT={}", paths.root().display()))),
-        quote(Path::new(&format!("ETCD_CHARM_CONF={}", paths.conf().display()))),
-        quote(dispatch),
+        quote(Path::new(&format!("ETCD_CHARM_ROOT={}", paths.root().display())), false),
+        quote(Path::new(&format!("ETCD_CHARM_CONF={}", paths.conf().display())), false),
+        quote(dispatch, true),
     )
 }
 
@@ -375,6 +381,18 @@ mod tests {
             "{t}"
         );
         assert_eq!(ago(7300), "2h ago");
+        let odd = service_text(
+            &Paths::new("/tmp/50%", None),
+            Path::new("/srv/$HOME%i/dispatch"),
+        );
+        assert!(
+            odd.contains("Environment=\"ETCD_CHARM_ROOT=/tmp/50%%\""),
+            "{odd}"
+        );
+        assert!(
+            odd.contains("ExecStart=\"/srv/$$HOME%%i/dispatch\" scheduled-backup"),
+            "{odd}"
+        );
         assert!(check_calendar("daily\n[Service]").is_err());
     }
 }
